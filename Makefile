@@ -1,0 +1,48 @@
+# Lookalike: one entry point for people and CI.
+#   make test    set everything up (virtual environment, release build of the Rust core, all
+#                dependencies) and run the whole test suite: cargo tests, lint, pytest.
+#   make demo    set everything up and build a demo collection in ./data, with example queries.
+#   make bench   the benchmarks (long; not part of `make test`), see bench/README.md.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all setup test test-rust test-python lint bench demo clean
+
+all: test
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip 'maturin>=1.7,<2'
+
+# Builds the core in release mode and installs `lookalike` (editable) with its test extras.
+setup: $(VENV)/bin/python
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
+		$(VENV)/bin/maturin develop --release --extras test --quiet
+
+test-rust:
+	cargo test --release --manifest-path core/Cargo.toml
+
+lint: setup
+	$(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest lookalike._core --allowlist .stubtest-allowlist
+	$(VENV)/bin/lint-imports
+
+test-python: setup
+	$(PY) -m pytest
+
+test: setup test-rust lint test-python
+
+bench: $(VENV)/bin/python
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
+		$(VENV)/bin/maturin develop --release --extras test,bench --quiet
+	$(PY) bench/run_ann.py --n 100000 --out bench/RESULTS.md
+
+demo: setup
+	$(PY) -m lookalike.demo ./data
+
+clean:
+	rm -rf $(VENV) target

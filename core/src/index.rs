@@ -1,0 +1,1099 @@
+//! The collection index: what one collection needs in memory to answer searches.
+//!
+//! It joins three structures that must agree key for key:
+//! - a usearch HNSW graph whose vectors are stored at the collection's precision (f32, f16,
+//!   i8 or bits), the approximate candidate generator;
+//! - an exact vector store (f32 rows, or packed bits), addressed by key, so candidates can be
+//!   re-ranked exactly and small filtered sets can be scanned exactly with the SIMD kernels;
+//! - the live-key bitset, the group column and the field indexes that filters run on.
+//!
+//! Keys are dense (the engine hands out small integers and reuses freed ones), so every per-key
+//! structure is a flat array indexed by key. A single writer mutates at a time; searches take a
+//! shared lock and never wait for one another. The HNSW insertion itself, the slow part of an
+//! add, runs under the shared lock (usearch allows concurrent add and search), so searches keep
+//! going while a batch is being indexed.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use usearch::{b1x8, Index as Hnsw, IndexOptions, MetricKind, ScalarKind};
+
+use crate::bitset::Bitset;
+use crate::distance::{self, Metric};
+use crate::error::{CoreError, CoreResult};
+use crate::fields::{FieldIndexes, FieldValue};
+use crate::filter::{self, Expr};
+use crate::group::{self, Group, Hit};
+
+/// Largest key the index accepts. Keys address flat per-key arrays, so they must stay small;
+/// the engine allocates them densely from zero.
+pub const MAX_KEY: u64 = (u32::MAX - 1) as u64;
+/// Group id of a record that has no group: it forms a group of its own.
+pub const NO_GROUP: u64 = u64::MAX;
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"LKLKIDX1";
+const SNAPSHOT_VERSION: u32 = 1;
+const HNSW_FILE: &str = "hnsw.usearch";
+const STATE_FILE: &str = "state.bin";
+
+/// How vectors are stored inside the HNSW graph. The exact store is always f32 (or bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    F32,
+    F16,
+    I8,
+    Binary,
+}
+
+impl Precision {
+    pub fn parse(name: &str) -> Option<Precision> {
+        match name {
+            "f32" | "float32" => Some(Precision::F32),
+            "f16" | "float16" => Some(Precision::F16),
+            "i8" | "int8" => Some(Precision::I8),
+            "b1" | "binary" | "bits" => Some(Precision::Binary),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::I8 => "i8",
+            Precision::Binary => "binary",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Precision::F32 => 0,
+            Precision::F16 => 1,
+            Precision::I8 => 2,
+            Precision::Binary => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Precision> {
+        [Precision::F32, Precision::F16, Precision::I8, Precision::Binary]
+            .into_iter()
+            .find(|p| p.code() == code)
+    }
+}
+
+/// Settings fixed when a collection is created (the search expansion may change later).
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexConfig {
+    /// Dimensions of a vector; for `Precision::Binary`, the number of bits (a multiple of 8).
+    pub ndim: usize,
+    pub metric: Metric,
+    pub precision: Precision,
+    /// HNSW graph degree (usearch `connectivity`, hnswlib/faiss `M`).
+    pub connectivity: usize,
+    /// Beam width while building (`efConstruction`).
+    pub expansion_add: usize,
+    /// Default beam width while searching (`ef`); a search may override it.
+    pub expansion_search: usize,
+    /// Metadata fields with bitmap/range indexes.
+    pub fields: Vec<String>,
+    /// A filtered search whose passing set has at most this many keys is answered by an exact
+    /// scan of just those vectors instead of a graph search.
+    pub exact_threshold: usize,
+}
+
+impl IndexConfig {
+    pub fn new(ndim: usize, metric: Metric, precision: Precision) -> IndexConfig {
+        IndexConfig {
+            ndim,
+            metric,
+            precision,
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 64,
+            fields: Vec::new(),
+            exact_threshold: 20_000,
+        }
+    }
+
+    fn validate(&self) -> CoreResult<()> {
+        let bad = |message: String| Err(CoreError::InvalidArgument(message));
+        if self.ndim == 0 || self.ndim > 65_536 {
+            return bad(format!("ndim must be between 1 and 65536, got {}", self.ndim));
+        }
+        if self.connectivity < 2 || self.connectivity > 256 {
+            return bad(format!("connectivity must be between 2 and 256, got {}", self.connectivity));
+        }
+        if self.expansion_add == 0 || self.expansion_add > 4096 {
+            return bad(format!("expansion_add must be between 1 and 4096, got {}", self.expansion_add));
+        }
+        if self.expansion_search == 0 || self.expansion_search > 4096 {
+            return bad(format!(
+                "expansion_search must be between 1 and 4096, got {}",
+                self.expansion_search
+            ));
+        }
+        match (self.precision, self.metric) {
+            (Precision::Binary, Metric::Hamming) => {
+                if self.ndim % 8 != 0 {
+                    return bad(format!("binary vectors need a multiple of 8 bits, got {}", self.ndim));
+                }
+            }
+            (Precision::Binary, _) | (_, Metric::Hamming) => {
+                return Err(CoreError::Unsupported(
+                    "the hamming metric goes with binary precision, and binary precision with hamming".into(),
+                ))
+            }
+            (Precision::I8, Metric::Cos) => {}
+            (Precision::I8, _) => {
+                return Err(CoreError::Unsupported(
+                    "i8 precision needs the cosine metric (vectors are scaled to unit length before quantizing)"
+                        .into(),
+                ))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn is_binary(&self) -> bool {
+        self.precision == Precision::Binary
+    }
+
+    /// Elements of one row in the exact store: f32 values, or bytes for bits.
+    fn row_len(&self) -> usize {
+        if self.is_binary() {
+            self.ndim / 8
+        } else {
+            self.ndim
+        }
+    }
+
+    fn hnsw_options(&self) -> IndexOptions {
+        // Cosine vectors are normalized on the way in, so the graph can use the cheaper inner
+        // product, except for i8 where usearch's cosine kernel is what undoes its scaling.
+        let metric = match (self.metric, self.precision) {
+            (Metric::Cos, Precision::I8) => MetricKind::Cos,
+            (Metric::Cos, _) | (Metric::Ip, _) => MetricKind::IP,
+            (Metric::L2sq, _) => MetricKind::L2sq,
+            (Metric::Hamming, _) => MetricKind::Hamming,
+        };
+        let quantization = match self.precision {
+            Precision::F32 => ScalarKind::F32,
+            Precision::F16 => ScalarKind::F16,
+            Precision::I8 => ScalarKind::I8,
+            Precision::Binary => ScalarKind::B1,
+        };
+        IndexOptions {
+            dimensions: self.ndim,
+            metric,
+            quantization,
+            connectivity: self.connectivity,
+            expansion_add: self.expansion_add,
+            // usearch's beam is max(expansion, wanted); with 1 here the caller's `wanted`
+            // (max(ef, needed)) is the beam, so each search picks its own ef without touching
+            // shared state.
+            expansion_search: 1,
+            multi: false,
+        }
+    }
+}
+
+/// A batch of vectors handed to `add` or `search`, row-major.
+#[derive(Clone, Copy, Debug)]
+pub enum Vectors<'a> {
+    F32(&'a [f32]),
+    Bits(&'a [u8]),
+}
+
+impl Vectors<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Vectors::F32(values) => values.len(),
+            Vectors::Bits(bytes) => bytes.len(),
+        }
+    }
+}
+
+/// Which strategy answered a search; reported back so the planner can be observed and tested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Nothing can match (empty collection or empty filter result).
+    Empty,
+    /// Graph search, candidates re-ranked exactly.
+    Graph,
+    /// Graph search restricted to the filter's bitset by usearch's predicate search.
+    FilteredGraph,
+    /// Exact scan of the passing keys (few passing keys, an explicit request, or a fallback
+    /// because the graph could not produce enough passing candidates).
+    Exact,
+}
+
+impl Plan {
+    pub fn name(self) -> &'static str {
+        match self {
+            Plan::Empty => "empty",
+            Plan::Graph => "graph",
+            Plan::FilteredGraph => "filtered_graph",
+            Plan::Exact => "exact",
+        }
+    }
+}
+
+/// Options of one search.
+#[derive(Clone, Debug, Default)]
+pub struct SearchOptions {
+    pub limit: usize,
+    pub offset: usize,
+    /// Beam width; `None` uses the index's `expansion_search`.
+    pub ef: Option<usize>,
+    /// Force an exact scan.
+    pub exact: bool,
+    pub filter: Option<Expr>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchResult {
+    pub hits: Vec<Hit>,
+    pub plan: Plan,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupedResult {
+    pub groups: Vec<Group>,
+    pub plan: Plan,
+}
+
+/// Counters the core keeps instead of logging.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    pub count: usize,
+    pub capacity: usize,
+    pub removed_since_rebuild: usize,
+    pub memory_bytes: usize,
+    pub searches_graph: u64,
+    pub searches_filtered_graph: u64,
+    pub searches_exact: u64,
+    pub exact_fallbacks: u64,
+    pub rebuilds: u64,
+}
+
+/// The exact vectors, one row per key (rows of free keys hold stale data and are never read:
+/// every reader checks the live bitset first).
+#[derive(Clone, Debug, Default)]
+struct Store {
+    floats: Vec<f32>,
+    bits: Vec<u8>,
+}
+
+struct State {
+    hnsw: Hnsw,
+    store: Store,
+    /// Number of key slots the store and group column cover.
+    slots: usize,
+    live: Bitset,
+    groups: Vec<u64>,
+    fields: FieldIndexes,
+    removed_since_rebuild: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    graph: AtomicU64,
+    filtered_graph: AtomicU64,
+    exact: AtomicU64,
+    fallbacks: AtomicU64,
+    rebuilds: AtomicU64,
+}
+
+/// One collection's in-memory index. Cheap to share between threads (`&self` everywhere).
+pub struct CollectionIndex {
+    config: IndexConfig,
+    state: RwLock<State>,
+    /// Serializes writers, so the slow part of an add can run under the shared lock.
+    writer: Mutex<()>,
+    counters: Counters,
+    default_ef: AtomicUsize,
+}
+
+fn check_ef(ef: usize) -> CoreResult<()> {
+    if ef == 0 || ef > 4096 {
+        return Err(CoreError::InvalidArgument(format!("ef must be between 1 and 4096, got {ef}")));
+    }
+    Ok(())
+}
+
+fn new_hnsw(config: &IndexConfig, capacity: usize) -> CoreResult<Hnsw> {
+    let hnsw = Hnsw::new(&config.hnsw_options())?;
+    hnsw.reserve_capacity_and_threads(capacity.max(64), hnsw_threads())?;
+    Ok(hnsw)
+}
+
+/// Thread slots usearch reserves: enough for every search thread we may run at once.
+fn hnsw_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(4) * 4
+}
+
+/// Worker threads for batch add and batch search.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+impl CollectionIndex {
+    pub fn new(config: IndexConfig) -> CoreResult<CollectionIndex> {
+        config.validate()?;
+        let hnsw = new_hnsw(&config, 0)?;
+        let fields = FieldIndexes::new(&config.fields);
+        Ok(CollectionIndex {
+            state: RwLock::new(State {
+                hnsw,
+                store: Store::default(),
+                slots: 0,
+                live: Bitset::new(0),
+                groups: Vec::new(),
+                fields,
+                removed_since_rebuild: 0,
+            }),
+            default_ef: AtomicUsize::new(config.expansion_search),
+            config,
+            writer: Mutex::new(()),
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn config(&self) -> &IndexConfig {
+        &self.config
+    }
+
+    pub fn len(&self) -> usize {
+        self.state.read().live.count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, key: u64) -> bool {
+        self.state.read().live.contains(key)
+    }
+
+    /// All live keys, ascending.
+    pub fn keys(&self) -> Vec<u64> {
+        self.state.read().live.to_vec()
+    }
+
+    /// Changes the default beam width of later searches.
+    pub fn set_expansion_search(&self, ef: usize) -> CoreResult<()> {
+        check_ef(ef)?;
+        self.default_ef.store(ef, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn expansion_search(&self) -> usize {
+        self.default_ef.load(Ordering::Relaxed)
+    }
+
+    pub fn reserve(&self, capacity: usize) -> CoreResult<()> {
+        let _writer = self.writer.lock();
+        let mut state = self.state.write();
+        self.ensure_slots(&mut state, capacity)?;
+        let hnsw_capacity = state.hnsw.capacity();
+        if capacity > hnsw_capacity {
+            state.hnsw.reserve_capacity_and_threads(capacity, hnsw_threads())?;
+        }
+        Ok(())
+    }
+
+    fn ensure_slots(&self, state: &mut State, slots: usize) -> CoreResult<()> {
+        if slots <= state.slots {
+            return Ok(());
+        }
+        let row = self.config.row_len();
+        let bytes = slots.checked_mul(row).ok_or(CoreError::KeyOutOfRange {
+            key: slots as u64,
+            max: MAX_KEY,
+        })?;
+        if self.config.is_binary() {
+            state.store.bits.resize(bytes, 0);
+        } else {
+            state.store.floats.resize(bytes, 0.0);
+        }
+        state.groups.resize(slots, NO_GROUP);
+        state.live.grow(slots);
+        state.slots = slots;
+        Ok(())
+    }
+
+    /// Checks a batch and returns its rows in store form (cosine rows normalized).
+    fn prepare(&self, vectors: Vectors<'_>, rows: usize) -> CoreResult<Store> {
+        let row = self.config.row_len();
+        if vectors.len() != rows * row {
+            let got = if rows == 0 { vectors.len() } else { vectors.len() / rows.max(1) };
+            return Err(CoreError::DimensionMismatch { expected: self.config.ndim, got });
+        }
+        match (vectors, self.config.is_binary()) {
+            (Vectors::F32(values), false) => {
+                let mut floats = values.to_vec();
+                for (index, chunk) in floats.chunks_exact_mut(row.max(1)).enumerate() {
+                    if chunk.iter().any(|value| !value.is_finite()) {
+                        return Err(CoreError::NonFiniteVector { row: index });
+                    }
+                    if self.config.metric == Metric::Cos && !distance::normalize(chunk) {
+                        return Err(CoreError::ZeroVector { row: index });
+                    }
+                }
+                Ok(Store { floats, bits: Vec::new() })
+            }
+            (Vectors::Bits(bytes), true) => Ok(Store { floats: Vec::new(), bits: bytes.to_vec() }),
+            (Vectors::F32(_), true) => Err(CoreError::InvalidArgument(
+                "this index holds binary vectors: pass packed bytes (uint8)".into(),
+            )),
+            (Vectors::Bits(_), false) => Err(CoreError::InvalidArgument(
+                "this index holds float vectors: pass float32 values".into(),
+            )),
+        }
+    }
+
+    /// Adds (or replaces) vectors under `keys`, with optional group ids. The batch is checked
+    /// whole before anything changes: a bad row leaves the index as it was.
+    pub fn add(&self, keys: &[u64], vectors: Vectors<'_>, groups: Option<&[u64]>, threads: usize) -> CoreResult<()> {
+        let prepared = self.prepare(vectors, keys.len())?;
+        if let Some(groups) = groups {
+            if groups.len() != keys.len() {
+                return Err(CoreError::LengthMismatch { what: "groups", expected: keys.len(), got: groups.len() });
+            }
+        }
+        let mut seen = Bitset::new(0);
+        for &key in keys {
+            if key > MAX_KEY {
+                return Err(CoreError::KeyOutOfRange { key, max: MAX_KEY });
+            }
+            if seen.contains(key) {
+                return Err(CoreError::InvalidArgument(format!("key {key} appears twice in one batch")));
+            }
+            seen.insert(key);
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let _writer = self.writer.lock();
+        let row = self.config.row_len();
+        // Phase 1, exclusive and short: make room, drop replaced keys from the graph, copy rows.
+        {
+            let mut state = self.state.write();
+            let max_key = keys.iter().copied().max().unwrap_or(0) as usize;
+            let wanted = (max_key + 1).max(state.slots);
+            if wanted > state.slots {
+                let grown = wanted.max(state.slots + state.slots / 2);
+                self.ensure_slots(&mut state, grown)?;
+            }
+            let needed = state.hnsw.size() + keys.len();
+            if needed > state.hnsw.capacity() {
+                let grown = needed.max(state.hnsw.capacity() * 3 / 2);
+                state.hnsw.reserve_capacity_and_threads(grown, hnsw_threads())?;
+            }
+            for (index, &key) in keys.iter().enumerate() {
+                let slot = key as usize;
+                if state.live.contains(key) || state.hnsw.contains(key) {
+                    state.hnsw.remove(key)?;
+                    state.live.remove(key);
+                    state.removed_since_rebuild += 1;
+                }
+                if self.config.is_binary() {
+                    state.store.bits[slot * row..(slot + 1) * row]
+                        .copy_from_slice(&prepared.bits[index * row..(index + 1) * row]);
+                } else {
+                    state.store.floats[slot * row..(slot + 1) * row]
+                        .copy_from_slice(&prepared.floats[index * row..(index + 1) * row]);
+                }
+                state.groups[slot] = groups.map_or(NO_GROUP, |groups| groups[index]);
+            }
+        }
+        // Phase 2, shared: the graph insertions, in parallel, while searches go on.
+        {
+            let state = self.state.read();
+            let threads = threads.clamp(1, 64).min(keys.len());
+            let chunk = keys.len().div_ceil(threads);
+            let errors: Vec<CoreResult<()>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = keys
+                    .chunks(chunk)
+                    .enumerate()
+                    .map(|(part, part_keys)| {
+                        let state = &state;
+                        let prepared = &prepared;
+                        let config = &self.config;
+                        scope.spawn(move || -> CoreResult<()> {
+                            for (offset, &key) in part_keys.iter().enumerate() {
+                                let index = part * chunk + offset;
+                                if config.is_binary() {
+                                    let bytes = &prepared.bits[index * row..(index + 1) * row];
+                                    state.hnsw.add(key, b1x8::from_u8s(bytes))?;
+                                } else {
+                                    state.hnsw.add(key, &prepared.floats[index * row..(index + 1) * row])?;
+                                }
+                            }
+                            Ok(())
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|handle| handle.join().unwrap_or_else(|_| Err(CoreError::Index("an add thread panicked".into()))))
+                    .collect()
+            });
+            for result in errors {
+                result?;
+            }
+        }
+        // Phase 3, exclusive and short: the new keys become visible to filtered searches.
+        let mut state = self.state.write();
+        for &key in keys {
+            state.live.insert(key);
+        }
+        Ok(())
+    }
+
+    /// Removes keys; returns how many were present. Field values must be removed by the caller
+    /// (`unindex_fields`) with the values it indexed, before the key is reused.
+    pub fn remove(&self, keys: &[u64]) -> CoreResult<usize> {
+        let _writer = self.writer.lock();
+        let mut state = self.state.write();
+        let mut removed = 0;
+        for &key in keys {
+            if state.live.contains(key) {
+                state.hnsw.remove(key)?;
+                state.live.remove(key);
+                if let Some(group) = state.groups.get_mut(key as usize) {
+                    *group = NO_GROUP;
+                }
+                state.removed_since_rebuild += 1;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Sets the group of existing keys (metadata updates move a record between groups).
+    pub fn set_groups(&self, keys: &[u64], groups: &[u64]) -> CoreResult<()> {
+        if keys.len() != groups.len() {
+            return Err(CoreError::LengthMismatch { what: "groups", expected: keys.len(), got: groups.len() });
+        }
+        let _writer = self.writer.lock();
+        let mut state = self.state.write();
+        for (&key, &group) in keys.iter().zip(groups) {
+            if let Some(slot) = state.groups.get_mut(key as usize) {
+                *slot = group;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds field values (`key`, `field`, all values of that field in the record).
+    pub fn index_fields(&self, entries: &[(u64, String, Vec<FieldValue>)]) -> CoreResult<()> {
+        let _writer = self.writer.lock();
+        let mut state = self.state.write();
+        for (key, field, values) in entries {
+            state.fields.insert(*key, field, values)?;
+        }
+        Ok(())
+    }
+
+    /// Removes field values previously given to `index_fields`.
+    pub fn unindex_fields(&self, entries: &[(u64, String, Vec<FieldValue>)]) -> CoreResult<()> {
+        let _writer = self.writer.lock();
+        let mut state = self.state.write();
+        for (key, field, values) in entries {
+            state.fields.remove(*key, field, values)?;
+        }
+        Ok(())
+    }
+
+    pub fn is_indexed_field(&self, field: &str) -> bool {
+        self.state.read().fields.is_indexed(field)
+    }
+
+    /// Copies of stored vectors (normalized for cosine); missing keys are reported.
+    pub fn get_vectors(&self, keys: &[u64]) -> CoreResult<StoredVectors> {
+        let state = self.state.read();
+        let row = self.config.row_len();
+        let mut out = StoredVectors { floats: Vec::new(), bits: Vec::new(), found: Vec::with_capacity(keys.len()) };
+        for &key in keys {
+            let present = state.live.contains(key);
+            out.found.push(present);
+            let slot = key as usize;
+            if self.config.is_binary() {
+                if present {
+                    out.bits.extend_from_slice(&state.store.bits[slot * row..(slot + 1) * row]);
+                } else {
+                    out.bits.extend(std::iter::repeat(0).take(row));
+                }
+            } else if present {
+                out.floats.extend_from_slice(&state.store.floats[slot * row..(slot + 1) * row]);
+            } else {
+                out.floats.extend(std::iter::repeat(0.0).take(row));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The keys passing a filter (a subset of the live keys).
+    pub fn evaluate(&self, expr: &Expr) -> CoreResult<Bitset> {
+        let state = self.state.read();
+        filter::evaluate(expr, &state.fields, &state.live)
+    }
+
+    fn prepare_query(&self, query: Vectors<'_>) -> CoreResult<Store> {
+        let prepared = self.prepare(query, 1).map_err(|error| match error {
+            CoreError::NonFiniteVector { .. } => CoreError::NonFiniteVector { row: 0 },
+            other => other,
+        })?;
+        Ok(prepared)
+    }
+
+    /// Exact distances of one query to the rows of `candidates`, best `k` in total order.
+    fn exact_top_k<I: Iterator<Item = u64>>(&self, state: &State, query: &Store, candidates: I, k: usize) -> Vec<Hit> {
+        let row = self.config.row_len();
+        let pairs = if self.config.is_binary() {
+            let keys: Vec<u64> = candidates.collect();
+            distance::scan_topk_bits(&query.bits, &state.store.bits, row, &keys, k)
+        } else {
+            distance::scan_topk_f32_iter(self.config.metric, &query.floats, &state.store.floats, row, candidates, k)
+        };
+        pairs.into_iter().map(|(key, distance)| Hit { key, distance }).collect()
+    }
+
+    /// Graph candidates (at least `wanted`, beam `ef`), re-ranked exactly; `allowed` restricts
+    /// them by usearch's predicate search.
+    fn graph_candidates(
+        &self,
+        state: &State,
+        query: &Store,
+        wanted: usize,
+        allowed: Option<&Bitset>,
+    ) -> CoreResult<Vec<Hit>> {
+        let matches = match (allowed, self.config.is_binary()) {
+            (None, false) => state.hnsw.search(&query.floats, wanted)?,
+            (None, true) => state.hnsw.search(b1x8::from_u8s(&query.bits), wanted)?,
+            (Some(allowed), false) => state.hnsw.filtered_search(&query.floats, wanted, |key| allowed.contains(key))?,
+            (Some(allowed), true) => {
+                state.hnsw.filtered_search(b1x8::from_u8s(&query.bits), wanted, |key| allowed.contains(key))?
+            }
+        };
+        let live = &state.live;
+        let candidates = matches.keys.into_iter().filter(|&key| live.contains(key));
+        // Re-rank with the exact vectors: lossy graph storage (i8, f16) then costs no recall.
+        Ok(self.exact_top_k(state, query, candidates, wanted))
+    }
+
+    /// Best `needed` hits for one query under the planner; `needed` counts from rank 0.
+    fn ranked(&self, state: &State, query: &Store, needed: usize, options: &SearchOptions, allowed: Option<&Bitset>) -> CoreResult<(Vec<Hit>, Plan)> {
+        let live_count = match allowed {
+            Some(allowed) => allowed.count(),
+            None => state.live.count(),
+        };
+        if live_count == 0 || needed == 0 {
+            return Ok((Vec::new(), Plan::Empty));
+        }
+        let want = needed.min(live_count);
+        let exact = options.exact
+            || allowed.is_some_and(|_| live_count <= self.config.exact_threshold)
+            || live_count <= self.expansion_search().max(needed);
+        if exact {
+            self.counters.exact.fetch_add(1, Ordering::Relaxed);
+            let hits = match allowed {
+                Some(allowed) => self.exact_top_k(state, query, allowed.iter(), want),
+                None => self.exact_top_k(state, query, state.live.iter(), want),
+            };
+            return Ok((hits, Plan::Exact));
+        }
+        let ef = match options.ef {
+            Some(ef) => {
+                check_ef(ef)?;
+                ef
+            }
+            None => self.expansion_search(),
+        };
+        // The beam is max(ef, wanted): for every page within the first `ef` ranks the candidate
+        // set is the same, so pages of one query never repeat or skip a record.
+        let wanted = ef.max(needed);
+        let (mut hits, plan) = match allowed {
+            None => (self.graph_candidates(state, query, wanted, None)?, Plan::Graph),
+            Some(allowed) => (self.graph_candidates(state, query, wanted, Some(allowed))?, Plan::FilteredGraph),
+        };
+        if hits.len() < want {
+            // The graph walk ran out of passing nodes (a strict filter, or many removals):
+            // the promise is `limit` results whenever that many match, so scan exactly.
+            self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+            self.counters.exact.fetch_add(1, Ordering::Relaxed);
+            hits = match allowed {
+                Some(allowed) => self.exact_top_k(state, query, allowed.iter(), want),
+                None => self.exact_top_k(state, query, state.live.iter(), want),
+            };
+            return Ok((hits, Plan::Exact));
+        }
+        match plan {
+            Plan::Graph => self.counters.graph.fetch_add(1, Ordering::Relaxed),
+            _ => self.counters.filtered_graph.fetch_add(1, Ordering::Relaxed),
+        };
+        hits.truncate(needed);
+        Ok((hits, plan))
+    }
+
+    fn allowed(&self, state: &State, options: &SearchOptions) -> CoreResult<Option<Bitset>> {
+        match &options.filter {
+            None | Some(Expr::All) => Ok(None),
+            Some(expr) => Ok(Some(filter::evaluate(expr, &state.fields, &state.live)?)),
+        }
+    }
+
+    /// k-nearest search for one query: hits ranked [offset, offset + limit).
+    pub fn search(&self, query: Vectors<'_>, options: &SearchOptions) -> CoreResult<SearchResult> {
+        let query = self.prepare_query(query)?;
+        let state = self.state.read();
+        let allowed = self.allowed(&state, options)?;
+        let needed = options.offset.saturating_add(options.limit);
+        let (hits, plan) = self.ranked(&state, &query, needed, options, allowed.as_ref())?;
+        Ok(SearchResult { hits: hits.into_iter().skip(options.offset).collect(), plan })
+    }
+
+    /// Search for many queries at once, split over `threads`; the filter is evaluated once.
+    pub fn search_batch(&self, queries: Vectors<'_>, count: usize, options: &SearchOptions, threads: usize) -> CoreResult<Vec<SearchResult>> {
+        let row = self.config.row_len();
+        if queries.len() != count * row {
+            return Err(CoreError::DimensionMismatch { expected: self.config.ndim, got: queries.len() / count.max(1) });
+        }
+        let prepared = self.prepare(queries, count)?;
+        let state = self.state.read();
+        let allowed = self.allowed(&state, options)?;
+        let needed = options.offset.saturating_add(options.limit);
+        let threads = threads.clamp(1, 64).min(count.max(1));
+        let chunk = count.div_ceil(threads).max(1);
+        let state_ref = &*state;
+        let allowed_ref = allowed.as_ref();
+        let parts: Vec<CoreResult<Vec<SearchResult>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..count)
+                .step_by(chunk)
+                .map(|start| {
+                    let prepared = &prepared;
+                    scope.spawn(move || -> CoreResult<Vec<SearchResult>> {
+                        let end = (start + chunk).min(count);
+                        let mut out = Vec::with_capacity(end - start);
+                        for index in start..end {
+                            let query = if self.config.is_binary() {
+                                Store { floats: Vec::new(), bits: prepared.bits[index * row..(index + 1) * row].to_vec() }
+                            } else {
+                                Store { floats: prepared.floats[index * row..(index + 1) * row].to_vec(), bits: Vec::new() }
+                            };
+                            let (hits, plan) = self.ranked(state_ref, &query, needed, options, allowed_ref)?;
+                            out.push(SearchResult { hits: hits.into_iter().skip(options.offset).collect(), plan });
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap_or_else(|_| Err(CoreError::Index("a search thread panicked".into()))))
+                .collect()
+        });
+        let mut results = Vec::with_capacity(count);
+        for part in parts {
+            results.extend(part?);
+        }
+        Ok(results)
+    }
+
+    /// Top groups (by group id) with the best `group_size` hits each, groups ranked
+    /// [offset, offset + limit). The candidate pool grows until the answer is settled.
+    pub fn search_grouped(&self, query: Vectors<'_>, options: &SearchOptions, group_size: usize) -> CoreResult<GroupedResult> {
+        let query = self.prepare_query(query)?;
+        let state = self.state.read();
+        let allowed = self.allowed(&state, options)?;
+        let total = match &allowed {
+            Some(allowed) => allowed.count(),
+            None => state.live.count(),
+        };
+        let groups_needed = options.offset.saturating_add(options.limit);
+        if total == 0 || groups_needed == 0 || group_size == 0 {
+            return Ok(GroupedResult { groups: Vec::new(), plan: Plan::Empty });
+        }
+        let group_of = |key: u64| match state.groups.get(key as usize).copied() {
+            Some(NO_GROUP) | None => key | (1 << 63),
+            Some(group) => group,
+        };
+        let mut pool = groups_needed.saturating_mul(group_size).saturating_mul(2).max(64);
+        loop {
+            let pool_now = pool.min(total);
+            let (hits, plan) = self.ranked(&state, &query, pool_now, options, allowed.as_ref())?;
+            let grouped = group::top_groups(&hits, group_of, options.offset, options.limit, group_size);
+            let exhausted = pool_now >= total || hits.len() < pool_now;
+            if grouped.settled || exhausted {
+                let groups = grouped
+                    .groups
+                    .into_iter()
+                    .map(|mut group| {
+                        if group.group & (1 << 63) != 0 && group.group != NO_GROUP {
+                            group.group = NO_GROUP;
+                        }
+                        group
+                    })
+                    .collect();
+                return Ok(GroupedResult { groups, plan });
+            }
+            pool = pool.saturating_mul(4);
+        }
+    }
+
+    /// Whether enough keys were removed since the last rebuild that rebuilding the graph would
+    /// give memory back and restore graph quality.
+    pub fn needs_rebuild(&self) -> bool {
+        let state = self.state.read();
+        let live = state.live.count();
+        state.removed_since_rebuild > 1_000.max(live / 4)
+    }
+
+    /// Rebuilds the HNSW graph from the exact store (live keys only) and swaps it in.
+    /// Searches keep running on the old graph meanwhile; writers wait.
+    pub fn rebuild(&self, threads: usize) -> CoreResult<()> {
+        let _writer = self.writer.lock();
+        let fresh = {
+            let state = self.state.read();
+            let keys = state.live.to_vec();
+            let fresh = new_hnsw(&self.config, keys.len())?;
+            let row = self.config.row_len();
+            let threads = threads.clamp(1, 64).min(keys.len().max(1));
+            let chunk = keys.len().div_ceil(threads).max(1);
+            let results: Vec<CoreResult<()>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = keys
+                    .chunks(chunk)
+                    .map(|part| {
+                        let fresh = &fresh;
+                        let state = &*state;
+                        let config = &self.config;
+                        scope.spawn(move || -> CoreResult<()> {
+                            for &key in part {
+                                let slot = key as usize;
+                                if config.is_binary() {
+                                    fresh.add(key, b1x8::from_u8s(&state.store.bits[slot * row..(slot + 1) * row]))?;
+                                } else {
+                                    fresh.add(key, &state.store.floats[slot * row..(slot + 1) * row])?;
+                                }
+                            }
+                            Ok(())
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|handle| handle.join().unwrap_or_else(|_| Err(CoreError::Index("a rebuild thread panicked".into()))))
+                    .collect()
+            });
+            for result in results {
+                result?;
+            }
+            fresh
+        };
+        let mut state = self.state.write();
+        state.hnsw = fresh;
+        state.removed_since_rebuild = 0;
+        // Trailing free slots give their memory back too.
+        let last_live = state.live.iter().last().map_or(0, |key| key as usize + 1);
+        if last_live < state.slots / 2 {
+            let row = self.config.row_len();
+            state.slots = last_live;
+            state.store.floats.truncate(if self.config.is_binary() { 0 } else { last_live * row });
+            state.store.floats.shrink_to_fit();
+            state.store.bits.truncate(if self.config.is_binary() { last_live * row } else { 0 });
+            state.store.bits.shrink_to_fit();
+            state.groups.truncate(last_live);
+            state.groups.shrink_to_fit();
+        }
+        self.counters.rebuilds.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn memory_usage(&self) -> usize {
+        let state = self.state.read();
+        state.hnsw.memory_usage()
+            + state.store.floats.capacity() * 4
+            + state.store.bits.capacity()
+            + state.groups.capacity() * 8
+            + state.live.memory_usage()
+            + state.fields.memory_usage()
+    }
+
+    pub fn stats(&self) -> IndexStats {
+        let memory_bytes = self.memory_usage();
+        let state = self.state.read();
+        IndexStats {
+            count: state.live.count(),
+            capacity: state.slots,
+            removed_since_rebuild: state.removed_since_rebuild,
+            memory_bytes,
+            searches_graph: self.counters.graph.load(Ordering::Relaxed),
+            searches_filtered_graph: self.counters.filtered_graph.load(Ordering::Relaxed),
+            searches_exact: self.counters.exact.load(Ordering::Relaxed),
+            exact_fallbacks: self.counters.fallbacks.load(Ordering::Relaxed),
+            rebuilds: self.counters.rebuilds.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Writes a snapshot into `directory` (created; files written then fsynced). `sequence` is the
+    /// storage sequence number the snapshot reflects; it comes back from `load`.
+    pub fn save(&self, directory: &Path, sequence: u64) -> CoreResult<()> {
+        let _writer = self.writer.lock();
+        let state = self.state.read();
+        fs::create_dir_all(directory)?;
+        let hnsw_path = directory.join(HNSW_FILE);
+        let hnsw_path_str = hnsw_path
+            .to_str()
+            .ok_or_else(|| CoreError::Io("snapshot path is not valid UTF-8".into()))?;
+        state.hnsw.save(hnsw_path_str)?;
+        File::open(&hnsw_path)?.sync_all()?;
+        let state_path = directory.join(STATE_FILE);
+        let file = File::create(&state_path)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(SNAPSHOT_MAGIC)?;
+        out.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;
+        out.write_all(&sequence.to_le_bytes())?;
+        out.write_all(&(self.config.ndim as u64).to_le_bytes())?;
+        out.write_all(&[metric_code(self.config.metric), self.config.precision.code()])?;
+        out.write_all(&(state.slots as u64).to_le_bytes())?;
+        out.write_all(&(state.removed_since_rebuild as u64).to_le_bytes())?;
+        let live = state.live.to_vec();
+        out.write_all(&(live.len() as u64).to_le_bytes())?;
+        for key in &live {
+            out.write_all(&(*key as u32).to_le_bytes())?;
+        }
+        for group in &state.groups[..state.slots] {
+            out.write_all(&group.to_le_bytes())?;
+        }
+        if self.config.is_binary() {
+            out.write_all(&state.store.bits[..state.slots * self.config.row_len()])?;
+        } else {
+            for value in &state.store.floats[..state.slots * self.config.row_len()] {
+                out.write_all(&value.to_le_bytes())?;
+            }
+        }
+        state.fields.save(&mut out)?;
+        let file = out.into_inner().map_err(|error| CoreError::Io(error.to_string()))?;
+        file.sync_all()?;
+        Ok(())
+    }
+
+    /// Loads a snapshot written by `save` for the same configuration; returns it and the
+    /// sequence number it reflects. Any mismatch or damage is `CoreError::Corrupt`.
+    pub fn load(config: IndexConfig, directory: &Path) -> CoreResult<(CollectionIndex, u64)> {
+        config.validate()?;
+        let state_path = directory.join(STATE_FILE);
+        let file = File::open(&state_path)?;
+        let file_len = file.metadata()?.len();
+        let mut input = BufReader::with_capacity(1 << 20, file);
+        let corrupt = |what: &str| CoreError::Corrupt(format!("{}: {what}", state_path.display()));
+        let mut magic = [0u8; 8];
+        input.read_exact(&mut magic).map_err(|_| corrupt("too short"))?;
+        if &magic != SNAPSHOT_MAGIC {
+            return Err(corrupt("not a Lookalike index snapshot"));
+        }
+        let version = read_u32(&mut input).map_err(|_| corrupt("truncated header"))?;
+        if version != SNAPSHOT_VERSION {
+            return Err(corrupt(&format!("unknown snapshot version {version}")));
+        }
+        let sequence = read_u64(&mut input).map_err(|_| corrupt("truncated header"))?;
+        let ndim = read_u64(&mut input).map_err(|_| corrupt("truncated header"))? as usize;
+        let mut codes = [0u8; 2];
+        input.read_exact(&mut codes).map_err(|_| corrupt("truncated header"))?;
+        if ndim != config.ndim
+            || codes[0] != metric_code(config.metric)
+            || Precision::from_code(codes[1]) != Some(config.precision)
+        {
+            return Err(corrupt("snapshot was written for another configuration"));
+        }
+        let slots = read_u64(&mut input).map_err(|_| corrupt("truncated header"))? as usize;
+        let removed_since_rebuild = read_u64(&mut input).map_err(|_| corrupt("truncated header"))? as usize;
+        let live_count = read_u64(&mut input).map_err(|_| corrupt("truncated header"))? as usize;
+        let row = config.row_len();
+        let element: usize = if config.is_binary() { 1 } else { 4 };
+        let needed = (live_count as u128) * 4 + (slots as u128) * 8 + (slots as u128) * (row as u128) * (element as u128);
+        if slots as u64 > MAX_KEY + 1 || live_count > slots || needed > file_len as u128 {
+            return Err(corrupt("sizes in the header do not fit the file"));
+        }
+        let mut live = Bitset::new(slots);
+        let mut buffer = vec![0u8; live_count * 4];
+        input.read_exact(&mut buffer).map_err(|_| corrupt("truncated live keys"))?;
+        for bytes in buffer.chunks_exact(4) {
+            let key = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as u64;
+            if key as usize >= slots {
+                return Err(corrupt("live key out of range"));
+            }
+            live.insert(key);
+        }
+        let mut buffer = vec![0u8; slots * 8];
+        input.read_exact(&mut buffer).map_err(|_| corrupt("truncated groups"))?;
+        let groups: Vec<u64> = buffer
+            .chunks_exact(8)
+            .map(|bytes| u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8])))
+            .collect();
+        let mut store = Store::default();
+        let mut buffer = vec![0u8; slots * row * element];
+        input.read_exact(&mut buffer).map_err(|_| corrupt("truncated vectors"))?;
+        if config.is_binary() {
+            store.bits = buffer;
+        } else {
+            store.floats = buffer
+                .chunks_exact(4)
+                .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+                .collect();
+        }
+        let fields = FieldIndexes::load(&mut input)?;
+        let hnsw = Hnsw::new(&config.hnsw_options())?;
+        let hnsw_path = directory.join(HNSW_FILE);
+        let hnsw_path_str = hnsw_path
+            .to_str()
+            .ok_or_else(|| CoreError::Io("snapshot path is not valid UTF-8".into()))?;
+        hnsw.load(hnsw_path_str).map_err(|error| corrupt(&format!("graph: {}", error.what())))?;
+        hnsw.reserve_capacity_and_threads(hnsw.capacity().max(slots).max(64), hnsw_threads())?;
+        if hnsw.size() != live_count {
+            return Err(corrupt("graph and live keys disagree"));
+        }
+        let index = CollectionIndex {
+            state: RwLock::new(State { hnsw, store, slots, live, groups, fields, removed_since_rebuild }),
+            default_ef: AtomicUsize::new(config.expansion_search),
+            config,
+            writer: Mutex::new(()),
+            counters: Counters::default(),
+        };
+        Ok((index, sequence))
+    }
+}
+
+/// Vectors copied out of the store, with which of the requested keys were present.
+#[derive(Clone, Debug, Default)]
+pub struct StoredVectors {
+    pub floats: Vec<f32>,
+    pub bits: Vec<u8>,
+    pub found: Vec<bool>,
+}
+
+fn metric_code(metric: Metric) -> u8 {
+    match metric {
+        Metric::Cos => 0,
+        Metric::Ip => 1,
+        Metric::L2sq => 2,
+        Metric::Hamming => 3,
+    }
+}
+
+fn read_u32<R: Read>(input: &mut R) -> std::io::Result<u32> {
+    let mut bytes = [0u8; 4];
+    input.read_exact(&mut bytes)?;
+    Ok(u32::from_le_bytes(bytes))
+}
+
+fn read_u64<R: Read>(input: &mut R) -> std::io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    input.read_exact(&mut bytes)?;
+    Ok(u64::from_le_bytes(bytes))
+}

@@ -1,0 +1,124 @@
+"""Exceptions raised by Lookalike.
+
+Every error a caller can cause is a subclass of :class:`LookalikeError` and also of the builtin
+that fits it (``ValueError``, ``LookupError``, ``OSError``), so ``except ValueError`` keeps
+working. The native core raises these same classes (its one mapping lives in
+``core/src/py/mod.rs``); the HTTP server maps each class to a status and a stable ``code``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LookalikeError",
+    "InvalidInputError",
+    "DimensionMismatchError",
+    "InvalidVectorError",
+    "InvalidFilterError",
+    "InvalidRecordError",
+    "DuplicateIdError",
+    "UnsupportedError",
+    "NotFoundError",
+    "CollectionNotFoundError",
+    "RecordNotFoundError",
+    "CollectionExistsError",
+    "StorageError",
+    "CorruptSnapshotError",
+    "ClosedError",
+    "InternalError",
+]
+
+
+class LookalikeError(Exception):
+    """Base class of every Lookalike error."""
+
+    code: str = "error"
+
+
+class InvalidInputError(LookalikeError, ValueError):
+    """The input is malformed or inconsistent with the collection."""
+
+    code = "invalid_input"
+
+
+class DimensionMismatchError(InvalidInputError):
+    """A vector has the wrong number of dimensions."""
+
+    code = "dimension_mismatch"
+
+
+class InvalidVectorError(InvalidInputError):
+    """A vector holds NaN or infinity, or is zero where a direction is needed."""
+
+    code = "invalid_vector"
+
+
+class InvalidFilterError(InvalidInputError):
+    """A filter uses an unknown operator, a bad path or a value of the wrong type."""
+
+    code = "invalid_filter"
+
+
+class InvalidRecordError(InvalidInputError):
+    """A record is malformed (for example a missing or non-string ``_id``)."""
+
+    code = "invalid_record"
+
+
+class DuplicateIdError(InvalidInputError):
+    """The same ``_id`` appears twice in one batch."""
+
+    code = "duplicate_id"
+
+
+class UnsupportedError(InvalidInputError):
+    """The request is valid but this collection or configuration cannot do it."""
+
+    code = "unsupported"
+
+
+class NotFoundError(LookalikeError, LookupError):
+    """Something that was asked for does not exist."""
+
+    code = "not_found"
+
+
+class CollectionNotFoundError(NotFoundError):
+    """No collection has this name."""
+
+    code = "collection_not_found"
+
+
+class RecordNotFoundError(NotFoundError):
+    """No record has this ``_id``."""
+
+    code = "record_not_found"
+
+
+class CollectionExistsError(LookalikeError, ValueError):
+    """A collection with this name exists already."""
+
+    code = "collection_exists"
+
+
+class StorageError(LookalikeError, OSError):
+    """Reading or writing the data folder failed."""
+
+    code = "storage_error"
+
+
+class CorruptSnapshotError(StorageError):
+    """A snapshot file is damaged; the engine rebuilds from the database instead."""
+
+    code = "corrupt_snapshot"
+
+
+class ClosedError(LookalikeError, RuntimeError):
+    """The engine or collection was closed."""
+
+    code = "closed"
+
+
+class InternalError(LookalikeError, RuntimeError):
+    """A bug: an invariant of the engine broke. Please report it."""
+
+    code = "internal_error"
