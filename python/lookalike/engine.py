@@ -437,6 +437,9 @@ class Collection:
             self._index = self._open_index()
             raise InternalError(f"index update failed and was recovered from storage: {error}") from error
         self._changes_since_snapshot += changes
+        self._maybe_snapshot()
+
+    def _maybe_snapshot(self) -> None:
         if self._changes_since_snapshot > max(10_000, len(self._index) // 4):
             self.snapshot()
 
@@ -506,22 +509,23 @@ class Collection:
                 targets = list(self._store.records_by_id(checked).values())
             if not targets:
                 return 0
-            before: dict[int, dict[str, list[Any]]] = {}
-            with self._store.transaction() as cursor:
-                for record in targets:
-                    image = _field_image(record.data | {"_id": record.id}, self._fields)
-                    if image:
-                        before[record.key] = image
-                    self._store.log_change(cursor, record.key, image or None)
-                    self._store.delete(cursor, record.key)
-
-            def apply() -> None:
-                unindex = [entry for key, image in before.items() for entry in _entries(key, image)]
+            before = {record.key: _field_image(record.data | {"_id": record.id}, self._fields) for record in targets}
+            # The index forgets the records first, so no search can return a record whose row is
+            # already gone; should the commit fail, the index is reloaded from the database.
+            unindex = [entry for key, image in before.items() for entry in _entries(key, image)]
+            try:
                 if unindex:
                     self._index.unindex_fields(unindex)
                 self._index.remove(np.fromiter((r.key for r in targets), dtype=np.uint64, count=len(targets)))
-
-            self._after_commit(apply, len(targets))
+                with self._store.transaction() as cursor:
+                    for record in targets:
+                        self._store.log_change(cursor, record.key, before[record.key] or None)
+                        self._store.delete(cursor, record.key)
+            except BaseException:
+                self._index = self._open_index()
+                raise
+            self._changes_since_snapshot += len(targets)
+            self._maybe_snapshot()
         if self._index.needs_rebuild():
             self._start_rebuild()
         return len(targets)
@@ -717,16 +721,20 @@ class Collection:
         compiled = self._compile(filter)
         if group_by is not None:
             return self._search_grouped(query, limit, offset, compiled, group_by, group_size, fields, ef, exact)
-        keys, distances, counts, _plans = self._index.search(
-            query, limit, offset=offset, filter=compiled, ef=ef, exact=exact
-        )
-        count = int(counts[0])
-        hit_keys = [int(k) for k in keys[0][:count]]
-        records = self._store.records_by_key(hit_keys)
+        for _attempt in range(3):
+            keys, distances, counts, _plans = self._index.search(
+                query, limit, offset=offset, filter=compiled, ef=ef, exact=exact
+            )
+            count = int(counts[0])
+            hit_keys = [int(k) for k in keys[0][:count]]
+            records = self._store.records_by_key(hit_keys)
+            if len(records) == len(hit_keys):
+                break
+            # A concurrent remove committed between the search and the read: search again.
         out: list[dict[str, Any]] = []
         for key, distance in zip(hit_keys, distances[0][:count], strict=True):
             record = records.get(key)
-            if record is None:  # removed between the search and the read
+            if record is None:
                 continue
             hit = self._record_dict(record, fields)
             hit["distance"] = float(distance)

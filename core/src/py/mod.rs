@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PySequence, PyString, PyTuple};
@@ -170,7 +170,7 @@ fn parse_filter(py: Python<'_>, filter: Option<&Bound<'_, PyAny>>) -> PyResult<O
     match filter {
         None => Ok(None),
         Some(node) if node.is_none() => Ok(None),
-        Some(node) => Ok(Some(parse_expr(py, node, 0)?)),
+        Some(node) => Ok(Some(parse_expr(py, node, 1)?)),
     }
 }
 
@@ -420,7 +420,7 @@ impl Index {
 
     /// The live keys passing a compiled filter, ascending.
     fn evaluate<'py>(&self, py: Python<'py>, filter: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<u64>>> {
-        let expr = parse_expr(py, filter, 0)?;
+        let expr = parse_expr(py, filter, 1)?;
         let bitset = py.detach(|| self.inner.evaluate(&expr)).py_result(py)?;
         Ok(bitset.to_vec().into_pyarray(py))
     }
