@@ -656,8 +656,7 @@ impl CollectionIndex {
     fn exact_top_k<I: Iterator<Item = u64>>(&self, state: &State, query: &Store, candidates: I, k: usize) -> Vec<Hit> {
         let row = self.config.row_len();
         let pairs = if self.config.is_binary() {
-            let keys: Vec<u64> = candidates.collect();
-            distance::scan_topk_bits(&query.bits, &state.store.bits, row, &keys, k)
+            distance::scan_topk_bits_iter(&query.bits, &state.store.bits, row, candidates, k)
         } else {
             distance::scan_topk_f32_iter(self.config.metric, &query.floats, &state.store.floats, row, candidates, k)
         };
@@ -1096,4 +1095,204 @@ fn read_u64<R: Read>(input: &mut R) -> std::io::Result<u64> {
     let mut bytes = [0u8; 8];
     input.read_exact(&mut bytes)?;
     Ok(u64::from_le_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn vectors(n: usize, ndim: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..n * ndim).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+    }
+
+    fn index(n: usize, ndim: usize, fields: &[&str]) -> (CollectionIndex, Vec<f32>) {
+        let mut config = IndexConfig::new(ndim, Metric::Cos, Precision::F32);
+        config.fields = fields.iter().map(|f| f.to_string()).collect();
+        config.exact_threshold = 100;
+        let index = CollectionIndex::new(config).unwrap();
+        let data = vectors(n, ndim, 7);
+        let keys: Vec<u64> = (0..n as u64).collect();
+        index.add(&keys, Vectors::F32(&data), None, 2).unwrap();
+        let entries: Vec<(u64, String, Vec<FieldValue>)> =
+            (0..n as u64).map(|key| (key, "bucket".to_string(), vec![FieldValue::Num((key % 100) as f64)])).collect();
+        if !fields.is_empty() {
+            index.index_fields(&entries).unwrap();
+        }
+        (index, data)
+    }
+
+    fn brute_force(data: &[f32], ndim: usize, query: &[f32], allowed: impl Fn(u64) -> bool, k: usize) -> Vec<u64> {
+        let mut q = query.to_vec();
+        distance::normalize(&mut q);
+        let mut scored: Vec<(f32, u64)> = data
+            .chunks_exact(ndim)
+            .enumerate()
+            .filter(|(key, _)| allowed(*key as u64))
+            .map(|(key, row)| {
+                let mut r = row.to_vec();
+                distance::normalize(&mut r);
+                (1.0 - distance::scalar::dot_f32(&q, &r), key as u64)
+            })
+            .collect();
+        scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        scored.into_iter().take(k).map(|(_, key)| key).collect()
+    }
+
+    fn filter_lt(bound: f64) -> Expr {
+        Expr::Range { field: "bucket".into(), lower: None, upper: Some((bound, false)) }
+    }
+
+    #[test]
+    fn planner_scans_exactly_when_few_keys_pass() {
+        let (index, data) = index(3000, 16, &["bucket"]);
+        let query = &data[..16];
+        let options = SearchOptions { limit: 10, filter: Some(filter_lt(2.0)), ..Default::default() };
+        let result = index.search(Vectors::F32(query), &options).unwrap();
+        assert_eq!(result.plan, Plan::Exact);
+        let truth = brute_force(&data, 16, query, |key| key % 100 < 2, 10);
+        assert_eq!(result.hits.iter().map(|hit| hit.key).collect::<Vec<_>>(), truth);
+    }
+
+    #[test]
+    fn planner_uses_the_filtered_graph_for_broad_filters() {
+        let (index, data) = index(3000, 16, &["bucket"]);
+        let query = &data[16 * 5..16 * 6];
+        let options = SearchOptions { limit: 10, ef: Some(128), filter: Some(filter_lt(50.0)), ..Default::default() };
+        let result = index.search(Vectors::F32(query), &options).unwrap();
+        assert_eq!(result.plan, Plan::FilteredGraph);
+        assert_eq!(result.hits.len(), 10);
+        assert!(result.hits.iter().all(|hit| hit.key % 100 < 50));
+        let truth = brute_force(&data, 16, query, |key| key % 100 < 50, 10);
+        let found = result.hits.iter().filter(|hit| truth.contains(&hit.key)).count();
+        assert!(found >= 8, "recall {found}/10");
+    }
+
+    #[test]
+    fn unfiltered_search_is_reranked_exactly_and_paged_stably() {
+        let (index, data) = index(2000, 16, &[]);
+        let query = &data[16 * 9..16 * 10];
+        let all = index
+            .search(Vectors::F32(query), &SearchOptions { limit: 40, ef: Some(64), ..Default::default() })
+            .unwrap();
+        assert_eq!(all.plan, Plan::Graph);
+        assert_eq!(all.hits[0].key, 9);
+        assert!(all.hits[0].distance.abs() < 1e-5);
+        for page in 0..4 {
+            let options = SearchOptions { limit: 10, offset: page * 10, ef: Some(64), ..Default::default() };
+            let hits = index.search(Vectors::F32(query), &options).unwrap().hits;
+            assert_eq!(hits, all.hits[page * 10..page * 10 + 10]);
+        }
+    }
+
+    #[test]
+    fn removed_keys_never_come_back_and_rebuild_keeps_answers() {
+        let (index, data) = index(1500, 8, &["bucket"]);
+        let removed: Vec<u64> = (0..1500).filter(|key| key % 3 == 0).collect();
+        assert_eq!(index.remove(&removed).unwrap(), 500);
+        assert_eq!(index.remove(&removed).unwrap(), 0);
+        let query = &data[..8];
+        let options = SearchOptions { limit: 20, exact: true, ..Default::default() };
+        let before = index.search(Vectors::F32(query), &options).unwrap();
+        assert!(before.hits.iter().all(|hit| hit.key % 3 != 0));
+        index.rebuild(2).unwrap();
+        assert_eq!(index.search(Vectors::F32(query), &options).unwrap(), before);
+        let graph = index.search(Vectors::F32(query), &SearchOptions { limit: 20, ..Default::default() }).unwrap();
+        assert!(graph.hits.iter().all(|hit| hit.key % 3 != 0));
+    }
+
+    #[test]
+    fn grouped_search_matches_reference() {
+        let (index, data) = index(800, 8, &[]);
+        let groups: Vec<u64> = (0..800u64).map(|key| key % 37).collect();
+        let keys: Vec<u64> = (0..800).collect();
+        index.set_groups(&keys, &groups).unwrap();
+        let query = &data[8 * 3..8 * 4];
+        let ranked = brute_force(&data, 8, query, |_| true, 800);
+        let mut expected: Vec<(u64, Vec<u64>)> = Vec::new();
+        for key in ranked {
+            match expected.iter_mut().find(|(group, _)| *group == key % 37) {
+                Some((_, members)) if members.len() < 2 => members.push(key),
+                Some(_) => {}
+                None => expected.push((key % 37, vec![key])),
+            }
+        }
+        let options = SearchOptions { limit: 4, offset: 2, exact: true, ..Default::default() };
+        let result = index.search_grouped(Vectors::F32(query), &options, 2).unwrap();
+        let got: Vec<(u64, Vec<u64>)> =
+            result.groups.iter().map(|g| (g.group, g.hits.iter().map(|hit| hit.key).collect())).collect();
+        assert_eq!(got, expected[2..6].to_vec());
+    }
+
+    #[test]
+    fn bad_input_is_an_error_and_changes_nothing() {
+        let (index, _) = index(100, 4, &["bucket"]);
+        let nan = [1.0, f32::NAN, 0.0, 0.0];
+        assert!(matches!(index.add(&[500], Vectors::F32(&nan), None, 1), Err(CoreError::NonFiniteVector { .. })));
+        assert!(matches!(index.add(&[500], Vectors::F32(&[1.0; 3]), None, 1), Err(CoreError::DimensionMismatch { .. })));
+        assert!(matches!(index.add(&[500], Vectors::F32(&[0.0; 4]), None, 1), Err(CoreError::ZeroVector { .. })));
+        assert!(matches!(index.add(&[7, 7], Vectors::F32(&[1.0; 8]), None, 1), Err(CoreError::InvalidArgument(_))));
+        assert!(matches!(index.add(&[MAX_KEY + 1], Vectors::F32(&[1.0; 4]), None, 1), Err(CoreError::KeyOutOfRange { .. })));
+        assert!(matches!(index.add(&[1], Vectors::Bits(&[1; 4]), None, 1), Err(CoreError::InvalidArgument(_))));
+        assert_eq!(index.len(), 100);
+        let query = SearchOptions { limit: 3, ef: Some(0), ..Default::default() };
+        assert!(index.search(Vectors::F32(&[1.0; 4]), &query).is_err());
+        let unknown = SearchOptions {
+            limit: 3,
+            filter: Some(Expr::Eq { field: "nope".into(), value: FieldValue::Null }),
+            ..Default::default()
+        };
+        assert!(index.search(Vectors::F32(&[1.0; 4]), &unknown).is_err());
+        let mut config = IndexConfig::new(4, Metric::L2sq, Precision::I8);
+        assert!(matches!(CollectionIndex::new(config.clone()), Err(CoreError::Unsupported(_))));
+        config.precision = Precision::F32;
+        config.ndim = 0;
+        assert!(CollectionIndex::new(config).is_err());
+    }
+
+    #[test]
+    fn snapshot_round_trip_and_damage() {
+        let (index, data) = index(700, 8, &["bucket"]);
+        index.remove(&[1, 2, 3]).unwrap();
+        let directory = std::env::temp_dir().join(format!("lookalike-index-test-{}", std::process::id()));
+        index.save(&directory, 42).unwrap();
+        let (loaded, sequence) = CollectionIndex::load(index.config().clone(), &directory).unwrap();
+        assert_eq!(sequence, 42);
+        assert_eq!(loaded.len(), 697);
+        let options = SearchOptions { limit: 10, filter: Some(filter_lt(30.0)), ..Default::default() };
+        assert_eq!(
+            loaded.search(Vectors::F32(&data[..8]), &options).unwrap(),
+            index.search(Vectors::F32(&data[..8]), &options).unwrap()
+        );
+        let mut other = index.config().clone();
+        other.ndim = 9;
+        assert!(matches!(CollectionIndex::load(other, &directory), Err(CoreError::Corrupt(_))));
+        let state = directory.join(STATE_FILE);
+        let bytes = fs::read(&state).unwrap();
+        for cut in [0, 7, 30, bytes.len() / 2, bytes.len() - 1] {
+            fs::write(&state, &bytes[..cut]).unwrap();
+            assert!(CollectionIndex::load(index.config().clone(), &directory).is_err(), "cut at {cut}");
+        }
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 3;
+        flipped[last] ^= 0xff;
+        fs::write(&state, &flipped).unwrap();
+        assert!(CollectionIndex::load(index.config().clone(), &directory).is_err());
+        fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn binary_vectors_use_hamming() {
+        let config = IndexConfig::new(64, Metric::Hamming, Precision::Binary);
+        let index = CollectionIndex::new(config).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let rows: Vec<u8> = (0..200 * 8).map(|_| rng.gen()).collect();
+        let keys: Vec<u64> = (0..200).collect();
+        index.add(&keys, Vectors::Bits(&rows), None, 2).unwrap();
+        let mut query = rows[8 * 17..8 * 18].to_vec();
+        query[0] ^= 0b101;
+        let result = index.search(Vectors::Bits(&query), &SearchOptions { limit: 1, ..Default::default() }).unwrap();
+        assert_eq!(result.hits[0], Hit { key: 17, distance: 2.0 });
+    }
 }
