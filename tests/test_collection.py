@@ -30,7 +30,12 @@ def records_for(vectors: np.ndarray, **extra: Any) -> list[dict[str, Any]]:
 
 def test_readme_example(engine: lookalike.Engine) -> None:
     col = engine.create_collection(
-        "photos", type="vectors", ndim=4, metric="cos", fields_to_index=["category", "price"], product_id_field="product_id"
+        "photos",
+        type="vectors",
+        ndim=4,
+        metric="cos",
+        fields_to_index=["category", "price"],
+        product_id_field="product_id",
     )
     col.add(
         [
@@ -39,7 +44,9 @@ def test_readme_example(engine: lookalike.Engine) -> None:
             {"_id": "a3", "_vector": [0, 1, 0, 0], "category": "bath", "price": 20, "product_id": "p2"},
         ]
     )
-    hits = col.search(vector=[1, 0, 0, 0], limit=10, filter={"category": {"$in": ["kitchen", "bath"]}, "price": {"$lt": 50}})
+    hits = col.search(
+        vector=[1, 0, 0, 0], limit=10, filter={"category": {"$in": ["kitchen", "bath"]}, "price": {"$lt": 50}}
+    )
     assert [h["_id"] for h in hits] == ["a1", "a3"]
     assert hits[0]["distance"] == pytest.approx(0.0, abs=1e-6)
     assert hits[0]["category"] == "kitchen"
@@ -176,7 +183,13 @@ def test_grouping_matches_reference(engine: lookalike.Engine) -> None:
 
 def test_records_without_group_form_their_own(engine: lookalike.Engine) -> None:
     col = engine.create_collection("g2", ndim=2, product_id_field="sku")
-    col.add([{"_id": "a", "_vector": [1, 0]}, {"_id": "b", "_vector": [1, 0.01]}, {"_id": "c", "_vector": [1, 0.02], "sku": 5}])
+    col.add(
+        [
+            {"_id": "a", "_vector": [1, 0]},
+            {"_id": "b", "_vector": [1, 0.01]},
+            {"_id": "c", "_vector": [1, 0.02], "sku": 5},
+        ]
+    )
     hits = col.search([1, 0], limit=3, group_by="sku", group_size=2)
     assert [(h["_id"], h["_group"]) for h in hits] == [("a", "a"), ("b", "b"), ("c", 5)]
 

@@ -11,7 +11,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import lookalike
@@ -25,7 +24,9 @@ def fill(engine: lookalike.Engine, n: int = 1500) -> lookalike.Collection:
     )
     base = clustered(n, 16, seed=11)
     col.add_vectors(
-        [f"id{i}" for i in range(n)], base, [{"bucket": i % 10, "tag": ["a", "b"][i % 2], "product": i % 97} for i in range(n)]
+        [f"id{i}" for i in range(n)],
+        base,
+        [{"bucket": i % 10, "tag": ["a", "b"][i % 2], "product": i % 97} for i in range(n)],
     )
     col.remove([f"id{i}" for i in range(0, n, 7)])
     col.update([{"_id": f"id{i}", "bucket": 42} for i in range(1, n, 13) if i % 7])

@@ -41,7 +41,10 @@ def make_records() -> list[dict[str, Any]]:
         elif roll < 0.92:
             r["price"] = None
         if rng.random() < 0.8:
-            r["tags"] = [str(t) for t in rng.choice(["new", "sale", "eco", "big", "small"], int(rng.integers(0, 4)), replace=False)]
+            r["tags"] = [
+                str(t)
+                for t in rng.choice(["new", "sale", "eco", "big", "small"], int(rng.integers(0, 4)), replace=False)
+            ]
         if rng.random() < 0.7:
             r["in_stock"] = bool(rng.random() < 0.5)
         if rng.random() < 0.6:

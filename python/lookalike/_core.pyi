@@ -1,14 +1,17 @@
 """Type stubs of the native module (core/src/py/mod.rs). Checked with mypy.stubtest."""
 
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = ["Index", "simd_capabilities", "distances", "MAX_KEY", "NO_GROUP", "__version__"]
 
 MAX_KEY: int
 NO_GROUP: int
 __version__: str
 
+@final
 class Index:
     def __new__(
         cls,
@@ -47,7 +50,7 @@ class Index:
     @expansion_search.setter
     def expansion_search(self, ef: int) -> None: ...
     def __len__(self) -> int: ...
-    def __contains__(self, key: int) -> bool: ...
+    def __contains__(self, key: int, /) -> bool: ...
     def keys(self) -> npt.NDArray[np.uint64]: ...
     def reserve(self, capacity: int) -> None: ...
     def add(self, keys: Any, vectors: Any, groups: Any = None, threads: int | None = None) -> None: ...

@@ -38,12 +38,21 @@ def build(path: Path, n: int = 20_000, ndim: int = 128) -> None:
         ]
         started = time.perf_counter()
         for start in range(0, n, 5000):
-            col.add_vectors([f"img{i}" for i in range(start, min(n, start + 5000))], vectors[start : start + 5000], metadata[start : start + 5000])
-        print(f"indexed {len(col)} records in {time.perf_counter() - started:.1f} s "
-              f"({col.memory_usage() / 2**20:.1f} MiB in memory, SIMD: {col.stats()['simd']})")
+            col.add_vectors(
+                [f"img{i}" for i in range(start, min(n, start + 5000))],
+                vectors[start : start + 5000],
+                metadata[start : start + 5000],
+            )
+        print(
+            f"indexed {len(col)} records in {time.perf_counter() - started:.1f} s "
+            f"({col.memory_usage() / 2**20:.1f} MiB in memory, SIMD: {col.stats()['simd']})"
+        )
         examples = [
             ("by _id", dict(id="img42", limit=5)),
-            ("by _id, kitchen under 100", dict(id="img42", limit=5, filter={"category": "kitchen", "price": {"$lt": 100}})),
+            (
+                "by _id, kitchen under 100",
+                dict(id="img42", limit=5, filter={"category": "kitchen", "price": {"$lt": 100}}),
+            ),
             ("by _id, grouped by product", dict(id="img42", limit=3, group_by="product_id", group_size=2)),
         ]
         for title, query in examples:
@@ -52,8 +61,10 @@ def build(path: Path, n: int = 20_000, ndim: int = 128) -> None:
             took = (time.perf_counter() - started) * 1000
             print(f"\nsearch {title} ({took:.2f} ms):")
             for hit in hits:
-                print(f"  {hit['_id']:>9}  distance {hit['distance']:.4f}  {hit.get('category')}  "
-                      f"{hit.get('price')}  {hit.get('product_id')}")
+                print(
+                    f"  {hit['_id']:>9}  distance {hit['distance']:.4f}  {hit.get('category')}  "
+                    f"{hit.get('price')}  {hit.get('product_id')}"
+                )
     print(f"\nThe collection is in {path}; open it with lookalike.Engine({str(path)!r}).collection('demo').")
 
 

@@ -169,7 +169,9 @@ class Collection:
             try:
                 index, sequence = _core.Index.load(str(snapshot), self.config.ndim, **self._index_kwargs())
             except (CorruptSnapshotError, StorageError, InternalError) as error:
-                logger.warning("snapshot %s of %s is unusable (%s); trying an older one", snapshot, self.config.name, error)
+                logger.warning(
+                    "snapshot %s of %s is unusable (%s); trying an older one", snapshot, self.config.name, error
+                )
                 continue
             changes = self._store.changes_since(sequence)
             self._replay(index, changes)
@@ -203,10 +205,14 @@ class Collection:
             return
         keys = np.fromiter((r.key for r in records), dtype=np.uint64, count=len(records))
         groups = np.fromiter(
-            (int(_core.NO_GROUP) if r.group_id is None else r.group_id for r in records), dtype=np.uint64, count=len(records)
+            (int(_core.NO_GROUP) if r.group_id is None else r.group_id for r in records),
+            dtype=np.uint64,
+            count=len(records),
         )
         index.add(keys, self._vectors_of(records), groups)
-        entries = [entry for r in records for entry in _entries(r.key, _field_image(r.data | {"_id": r.id}, self._fields))]
+        entries = [
+            entry for r in records for entry in _entries(r.key, _field_image(r.data | {"_id": r.id}, self._fields))
+        ]
         if entries:
             index.index_fields(entries)
 
@@ -245,7 +251,7 @@ class Collection:
         return int(self._index.memory_usage())
 
     def stats(self) -> dict[str, Any]:
-        stats = dict(self._index.stats())
+        stats: dict[str, Any] = dict(self._index.stats())
         stats.update(
             name=self.config.name,
             type=self.config.type,
@@ -612,7 +618,9 @@ class Collection:
             raise RecordNotFoundError(f"no record with _id {id_!r}")
         return keys[id_]
 
-    def records(self, *, filter: Mapping[str, Any] | None = None, limit: int = 100, cursor: str | None = None) -> RecordPage:
+    def records(
+        self, *, filter: Mapping[str, Any] | None = None, limit: int = 100, cursor: str | None = None
+    ) -> RecordPage:
         """A page of records in insertion-key order (stable under concurrent writes)."""
         self._check_open()
         limit = _check_limit(limit)
@@ -755,11 +763,14 @@ class Collection:
     ) -> list[dict[str, Any]]:
         if group_by != self.config.product_id_field:
             raise UnsupportedError(
-                f"group_by must be the collection's product_id_field ({self.config.product_id_field!r}), got {group_by!r}"
+                f"group_by must be the collection's product_id_field "
+                f"({self.config.product_id_field!r}), got {group_by!r}"
             )
         if isinstance(group_size, bool) or not isinstance(group_size, int) or not 1 <= group_size <= 100:
             raise InvalidInputError(f"group_size must be an integer from 1 to 100, got {group_size!r}")
-        groups, _plan = self._index.search_grouped(query, limit, group_size, offset=offset, filter=compiled, ef=ef, exact=exact)
+        groups, _plan = self._index.search_grouped(
+            query, limit, group_size, offset=offset, filter=compiled, ef=ef, exact=exact
+        )
         all_keys = [int(k) for _, keys, _ in groups for k in keys]
         records = self._store.records_by_key(all_keys)
         values = self._store.group_values(g for g, _, _ in groups if g != int(_core.NO_GROUP))
@@ -870,7 +881,8 @@ class Engine:
     def _folder(self, name: str) -> Path:
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
             raise InvalidInputError(
-                f"invalid collection name {name!r}: 1-128 letters, digits, '_', '-', '.', starting with a letter or digit"
+                f"invalid collection name {name!r}: 1-128 letters, digits, '_', '-', '.', "
+                "starting with a letter or digit"
             )
         return self.path / "collections" / name
 
@@ -995,4 +1007,3 @@ class Engine:
                 collection.close()
             self._collections.clear()
             self._closed = True
-

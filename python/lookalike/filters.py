@@ -128,7 +128,7 @@ def _parse_document(spec: Mapping[str, Any], depth: int, budget: _Budget) -> Nod
             raise InvalidFilterError(f"filter keys must be strings, got {key!r}")
         if key.startswith("$"):
             if key not in LOGICAL_OPERATORS:
-                hint = " (it applies to a field: {field: {%s: ...}})" % key if key in FIELD_OPERATORS else ""
+                hint = f" (it applies to a field: {{field: {{{key}: ...}}}})" if key in FIELD_OPERATORS else ""
                 raise InvalidFilterError(f"unknown top-level operator {key!r}{hint}")
             if not isinstance(value, Sequence) or isinstance(value, str | bytes) or not value:
                 raise InvalidFilterError(f"{key} takes a non-empty list of filters")
@@ -223,7 +223,9 @@ def _parse_operator(path: str, op: str, arg: Any, depth: int, budget: _Budget) -
     elif op == "$not":
         if not _is_operator_object(arg):
             raise InvalidFilterError(f"$not on {path!r} takes an operator object such as {{'$gt': 5}}")
-        inner = tuple(_parse_operator(path, inner_op, inner_arg, depth + 1, budget) for inner_op, inner_arg in arg.items())
+        inner = tuple(
+            _parse_operator(path, inner_op, inner_arg, depth + 1, budget) for inner_op, inner_arg in arg.items()
+        )
         return Not(path, inner)
     return Condition(path, op, arg)
 
@@ -329,7 +331,7 @@ def _condition(condition: Condition | Not, record: Mapping[str, Any]) -> bool:
     if op == "$nin":
         return not any(_eq_values(values, item) for item in arg)
     if op == "$exists":
-        return bool(values) == arg
+        return bool(values) is bool(arg)
     if op == "$all":
         return bool(arg) and all(_eq_values(values, item) for item in arg)
     if op == "$size":

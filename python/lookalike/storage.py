@@ -225,16 +225,21 @@ class CollectionStore:
                     self._connections.remove(connection)
 
     def page(self, after_key: int, limit: int) -> list[StoredRecord]:
-        rows = self._reader().execute(
-            "SELECT key, id, data, NULL, group_id FROM records WHERE key > ? ORDER BY key LIMIT ?", (after_key, limit)
-        ).fetchall()
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT key, id, data, NULL, group_id FROM records WHERE key > ? ORDER BY key LIMIT ?",
+                (after_key, limit),
+            )
+            .fetchall()
+        )
         return [StoredRecord(int(k), i, json.loads(d), b"", g) for k, i, d, _, g in rows]
 
     def changes_since(self, sequence: int) -> list[Change]:
         """Changed keys after `sequence`, each once, with the before image of its first change."""
-        rows = self._reader().execute(
-            "SELECT key, before FROM changes WHERE seq > ? ORDER BY seq", (sequence,)
-        ).fetchall()
+        rows = (
+            self._reader().execute("SELECT key, before FROM changes WHERE seq > ? ORDER BY seq", (sequence,)).fetchall()
+        )
         seen: dict[int, Change] = {}
         for key, before in rows:
             if key not in seen:
@@ -294,7 +299,9 @@ class CollectionStore:
         )
 
     @staticmethod
-    def put(cursor: sqlite3.Cursor, key: int, id_: str, data: dict[str, Any], vector: np.ndarray, group_id: int | None) -> None:
+    def put(
+        cursor: sqlite3.Cursor, key: int, id_: str, data: dict[str, Any], vector: np.ndarray, group_id: int | None
+    ) -> None:
         cursor.execute(
             "INSERT OR REPLACE INTO records (key, id, data, vector, group_id) VALUES (?, ?, ?, ?, ?)",
             (key, id_, dumps(data), vector.tobytes(), group_id),
