@@ -13,7 +13,11 @@ pub enum CoreError {
     #[error("vector {row} has zero length and cannot be used with the cosine metric")]
     ZeroVector { row: usize },
     #[error("{what} must have {expected} entries, got {got}")]
-    LengthMismatch { what: &'static str, expected: usize, got: usize },
+    LengthMismatch {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
     #[error("key {key} is out of range (at most {max})")]
     KeyOutOfRange { key: u64, max: u64 },
     #[error("key {key} is not in the index")]

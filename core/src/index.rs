@@ -78,9 +78,14 @@ impl Precision {
     }
 
     fn from_code(code: u8) -> Option<Precision> {
-        [Precision::F32, Precision::F16, Precision::I8, Precision::Binary]
-            .into_iter()
-            .find(|p| p.code() == code)
+        [
+            Precision::F32,
+            Precision::F16,
+            Precision::I8,
+            Precision::Binary,
+        ]
+        .into_iter()
+        .find(|p| p.code() == code)
     }
 }
 
@@ -121,13 +126,22 @@ impl IndexConfig {
     fn validate(&self) -> CoreResult<()> {
         let bad = |message: String| Err(CoreError::InvalidArgument(message));
         if self.ndim == 0 || self.ndim > 65_536 {
-            return bad(format!("ndim must be between 1 and 65536, got {}", self.ndim));
+            return bad(format!(
+                "ndim must be between 1 and 65536, got {}",
+                self.ndim
+            ));
         }
         if self.connectivity < 2 || self.connectivity > 256 {
-            return bad(format!("connectivity must be between 2 and 256, got {}", self.connectivity));
+            return bad(format!(
+                "connectivity must be between 2 and 256, got {}",
+                self.connectivity
+            ));
         }
         if self.expansion_add == 0 || self.expansion_add > 4096 {
-            return bad(format!("expansion_add must be between 1 and 4096, got {}", self.expansion_add));
+            return bad(format!(
+                "expansion_add must be between 1 and 4096, got {}",
+                self.expansion_add
+            ));
         }
         if self.expansion_search == 0 || self.expansion_search > 4096 {
             return bad(format!(
@@ -294,6 +308,8 @@ struct State {
     /// Number of key slots the store and group column cover.
     slots: usize,
     live: Bitset,
+    /// `live.count()`, kept so a search does not popcount the whole bitset.
+    live_count: usize,
     groups: Vec<u64>,
     fields: FieldIndexes,
     removed_since_rebuild: usize,
@@ -320,7 +336,9 @@ pub struct CollectionIndex {
 
 fn check_ef(ef: usize) -> CoreResult<()> {
     if ef == 0 || ef > 4096 {
-        return Err(CoreError::InvalidArgument(format!("ef must be between 1 and 4096, got {ef}")));
+        return Err(CoreError::InvalidArgument(format!(
+            "ef must be between 1 and 4096, got {ef}"
+        )));
     }
     Ok(())
 }
@@ -333,12 +351,18 @@ fn new_hnsw(config: &IndexConfig, capacity: usize) -> CoreResult<Hnsw> {
 
 /// Thread slots usearch reserves: enough for every search thread we may run at once.
 fn hnsw_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(4) * 4
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(4)
+        * 4
 }
 
 /// Worker threads for batch add and batch search.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 impl CollectionIndex {
@@ -352,6 +376,7 @@ impl CollectionIndex {
                 store: Store::default(),
                 slots: 0,
                 live: Bitset::new(0),
+                live_count: 0,
                 groups: Vec::new(),
                 fields,
                 removed_since_rebuild: 0,
@@ -368,7 +393,7 @@ impl CollectionIndex {
     }
 
     pub fn len(&self) -> usize {
-        self.state.read().live.count()
+        self.state.read().live_count
     }
 
     pub fn is_empty(&self) -> bool {
@@ -401,7 +426,9 @@ impl CollectionIndex {
         self.ensure_slots(&mut state, capacity)?;
         let hnsw_capacity = state.hnsw.capacity();
         if capacity > hnsw_capacity {
-            state.hnsw.reserve_capacity_and_threads(capacity, hnsw_threads())?;
+            state
+                .hnsw
+                .reserve_capacity_and_threads(capacity, hnsw_threads())?;
         }
         Ok(())
     }
@@ -430,8 +457,15 @@ impl CollectionIndex {
     fn prepare(&self, vectors: Vectors<'_>, rows: usize) -> CoreResult<Store> {
         let row = self.config.row_len();
         if vectors.len() != rows * row {
-            let got = if rows == 0 { vectors.len() } else { vectors.len() / rows.max(1) };
-            return Err(CoreError::DimensionMismatch { expected: self.config.ndim, got });
+            let got = if rows == 0 {
+                vectors.len()
+            } else {
+                vectors.len() / rows.max(1)
+            };
+            return Err(CoreError::DimensionMismatch {
+                expected: self.config.ndim,
+                got,
+            });
         }
         match (vectors, self.config.is_binary()) {
             (Vectors::F32(values), false) => {
@@ -444,9 +478,15 @@ impl CollectionIndex {
                         return Err(CoreError::ZeroVector { row: index });
                     }
                 }
-                Ok(Store { floats, bits: Vec::new() })
+                Ok(Store {
+                    floats,
+                    bits: Vec::new(),
+                })
             }
-            (Vectors::Bits(bytes), true) => Ok(Store { floats: Vec::new(), bits: bytes.to_vec() }),
+            (Vectors::Bits(bytes), true) => Ok(Store {
+                floats: Vec::new(),
+                bits: bytes.to_vec(),
+            }),
             (Vectors::F32(_), true) => Err(CoreError::InvalidArgument(
                 "this index holds binary vectors: pass packed bytes (uint8)".into(),
             )),
@@ -458,11 +498,21 @@ impl CollectionIndex {
 
     /// Adds (or replaces) vectors under `keys`, with optional group ids. The batch is checked
     /// whole before anything changes: a bad row leaves the index as it was.
-    pub fn add(&self, keys: &[u64], vectors: Vectors<'_>, groups: Option<&[u64]>, threads: usize) -> CoreResult<()> {
+    pub fn add(
+        &self,
+        keys: &[u64],
+        vectors: Vectors<'_>,
+        groups: Option<&[u64]>,
+        threads: usize,
+    ) -> CoreResult<()> {
         let prepared = self.prepare(vectors, keys.len())?;
         if let Some(groups) = groups {
             if groups.len() != keys.len() {
-                return Err(CoreError::LengthMismatch { what: "groups", expected: keys.len(), got: groups.len() });
+                return Err(CoreError::LengthMismatch {
+                    what: "groups",
+                    expected: keys.len(),
+                    got: groups.len(),
+                });
             }
         }
         let mut seen = Bitset::new(0);
@@ -471,7 +521,9 @@ impl CollectionIndex {
                 return Err(CoreError::KeyOutOfRange { key, max: MAX_KEY });
             }
             if seen.contains(key) {
-                return Err(CoreError::InvalidArgument(format!("key {key} appears twice in one batch")));
+                return Err(CoreError::InvalidArgument(format!(
+                    "key {key} appears twice in one batch"
+                )));
             }
             seen.insert(key);
         }
@@ -492,13 +544,16 @@ impl CollectionIndex {
             let needed = state.hnsw.size() + keys.len();
             if needed > state.hnsw.capacity() {
                 let grown = needed.max(state.hnsw.capacity() * 3 / 2);
-                state.hnsw.reserve_capacity_and_threads(grown, hnsw_threads())?;
+                state
+                    .hnsw
+                    .reserve_capacity_and_threads(grown, hnsw_threads())?;
             }
             for (index, &key) in keys.iter().enumerate() {
                 let slot = key as usize;
                 if state.live.contains(key) || state.hnsw.contains(key) {
                     state.hnsw.remove(key)?;
                     state.live.remove(key);
+                    state.live_count -= 1;
                     state.removed_since_rebuild += 1;
                 }
                 if self.config.is_binary() {
@@ -531,7 +586,10 @@ impl CollectionIndex {
                                     let bytes = &prepared.bits[index * row..(index + 1) * row];
                                     state.hnsw.add(key, b1x8::from_u8s(bytes))?;
                                 } else {
-                                    state.hnsw.add(key, &prepared.floats[index * row..(index + 1) * row])?;
+                                    state.hnsw.add(
+                                        key,
+                                        &prepared.floats[index * row..(index + 1) * row],
+                                    )?;
                                 }
                             }
                             Ok(())
@@ -540,7 +598,11 @@ impl CollectionIndex {
                     .collect();
                 handles
                     .into_iter()
-                    .map(|handle| handle.join().unwrap_or_else(|_| Err(CoreError::Index("an add thread panicked".into()))))
+                    .map(|handle| {
+                        handle.join().unwrap_or_else(|_| {
+                            Err(CoreError::Index("an add thread panicked".into()))
+                        })
+                    })
                     .collect()
             });
             for result in errors {
@@ -552,6 +614,7 @@ impl CollectionIndex {
         for &key in keys {
             state.live.insert(key);
         }
+        state.live_count = state.live.count();
         Ok(())
     }
 
@@ -565,6 +628,7 @@ impl CollectionIndex {
             if state.live.contains(key) {
                 state.hnsw.remove(key)?;
                 state.live.remove(key);
+                state.live_count -= 1;
                 if let Some(group) = state.groups.get_mut(key as usize) {
                     *group = NO_GROUP;
                 }
@@ -578,7 +642,11 @@ impl CollectionIndex {
     /// Sets the group of existing keys (metadata updates move a record between groups).
     pub fn set_groups(&self, keys: &[u64], groups: &[u64]) -> CoreResult<()> {
         if keys.len() != groups.len() {
-            return Err(CoreError::LengthMismatch { what: "groups", expected: keys.len(), got: groups.len() });
+            return Err(CoreError::LengthMismatch {
+                what: "groups",
+                expected: keys.len(),
+                got: groups.len(),
+            });
         }
         let _writer = self.writer.lock();
         let mut state = self.state.write();
@@ -618,19 +686,25 @@ impl CollectionIndex {
     pub fn get_vectors(&self, keys: &[u64]) -> CoreResult<StoredVectors> {
         let state = self.state.read();
         let row = self.config.row_len();
-        let mut out = StoredVectors { floats: Vec::new(), bits: Vec::new(), found: Vec::with_capacity(keys.len()) };
+        let mut out = StoredVectors {
+            floats: Vec::new(),
+            bits: Vec::new(),
+            found: Vec::with_capacity(keys.len()),
+        };
         for &key in keys {
             let present = state.live.contains(key);
             out.found.push(present);
             let slot = key as usize;
             if self.config.is_binary() {
                 if present {
-                    out.bits.extend_from_slice(&state.store.bits[slot * row..(slot + 1) * row]);
+                    out.bits
+                        .extend_from_slice(&state.store.bits[slot * row..(slot + 1) * row]);
                 } else {
                     out.bits.extend(std::iter::repeat(0).take(row));
                 }
             } else if present {
-                out.floats.extend_from_slice(&state.store.floats[slot * row..(slot + 1) * row]);
+                out.floats
+                    .extend_from_slice(&state.store.floats[slot * row..(slot + 1) * row]);
             } else {
                 out.floats.extend(std::iter::repeat(0.0).take(row));
             }
@@ -653,14 +727,30 @@ impl CollectionIndex {
     }
 
     /// Exact distances of one query to the rows of `candidates`, best `k` in total order.
-    fn exact_top_k<I: Iterator<Item = u64>>(&self, state: &State, query: &Store, candidates: I, k: usize) -> Vec<Hit> {
+    fn exact_top_k<I: Iterator<Item = u64>>(
+        &self,
+        state: &State,
+        query: &Store,
+        candidates: I,
+        k: usize,
+    ) -> Vec<Hit> {
         let row = self.config.row_len();
         let pairs = if self.config.is_binary() {
             distance::scan_topk_bits_iter(&query.bits, &state.store.bits, row, candidates, k)
         } else {
-            distance::scan_topk_f32_iter(self.config.metric, &query.floats, &state.store.floats, row, candidates, k)
+            distance::scan_topk_f32_iter(
+                self.config.metric,
+                &query.floats,
+                &state.store.floats,
+                row,
+                candidates,
+                k,
+            )
         };
-        pairs.into_iter().map(|(key, distance)| Hit { key, distance }).collect()
+        pairs
+            .into_iter()
+            .map(|(key, distance)| Hit { key, distance })
+            .collect()
     }
 
     /// Graph candidates (at least `wanted`, beam `ef`), re-ranked exactly; `allowed` restricts
@@ -675,9 +765,15 @@ impl CollectionIndex {
         let matches = match (allowed, self.config.is_binary()) {
             (None, false) => state.hnsw.search(&query.floats, wanted)?,
             (None, true) => state.hnsw.search(b1x8::from_u8s(&query.bits), wanted)?,
-            (Some(allowed), false) => state.hnsw.filtered_search(&query.floats, wanted, |key| allowed.contains(key))?,
+            (Some(allowed), false) => state
+                .hnsw
+                .filtered_search(&query.floats, wanted, |key| allowed.contains(key))?,
             (Some(allowed), true) => {
-                state.hnsw.filtered_search(b1x8::from_u8s(&query.bits), wanted, |key| allowed.contains(key))?
+                state
+                    .hnsw
+                    .filtered_search(b1x8::from_u8s(&query.bits), wanted, |key| {
+                        allowed.contains(key)
+                    })?
             }
         };
         let live = &state.live;
@@ -687,10 +783,17 @@ impl CollectionIndex {
     }
 
     /// Best `needed` hits for one query under the planner; `needed` counts from rank 0.
-    fn ranked(&self, state: &State, query: &Store, needed: usize, options: &SearchOptions, allowed: Option<&Bitset>) -> CoreResult<(Vec<Hit>, Plan)> {
+    fn ranked(
+        &self,
+        state: &State,
+        query: &Store,
+        needed: usize,
+        options: &SearchOptions,
+        allowed: Option<&Bitset>,
+    ) -> CoreResult<(Vec<Hit>, Plan)> {
         let live_count = match allowed {
             Some(allowed) => allowed.count(),
-            None => state.live.count(),
+            None => state.live_count,
         };
         if live_count == 0 || needed == 0 {
             return Ok((Vec::new(), Plan::Empty));
@@ -718,8 +821,14 @@ impl CollectionIndex {
         // set is the same, so pages of one query never repeat or skip a record.
         let wanted = ef.max(needed);
         let (mut hits, plan) = match allowed {
-            None => (self.graph_candidates(state, query, wanted, None)?, Plan::Graph),
-            Some(allowed) => (self.graph_candidates(state, query, wanted, Some(allowed))?, Plan::FilteredGraph),
+            None => (
+                self.graph_candidates(state, query, wanted, None)?,
+                Plan::Graph,
+            ),
+            Some(allowed) => (
+                self.graph_candidates(state, query, wanted, Some(allowed))?,
+                Plan::FilteredGraph,
+            ),
         };
         if hits.len() < want {
             // The graph walk ran out of passing nodes (a strict filter, or many removals):
@@ -754,14 +863,26 @@ impl CollectionIndex {
         let allowed = self.allowed(&state, options)?;
         let needed = options.offset.saturating_add(options.limit);
         let (hits, plan) = self.ranked(&state, &query, needed, options, allowed.as_ref())?;
-        Ok(SearchResult { hits: hits.into_iter().skip(options.offset).collect(), plan })
+        Ok(SearchResult {
+            hits: hits.into_iter().skip(options.offset).collect(),
+            plan,
+        })
     }
 
     /// Search for many queries at once, split over `threads`; the filter is evaluated once.
-    pub fn search_batch(&self, queries: Vectors<'_>, count: usize, options: &SearchOptions, threads: usize) -> CoreResult<Vec<SearchResult>> {
+    pub fn search_batch(
+        &self,
+        queries: Vectors<'_>,
+        count: usize,
+        options: &SearchOptions,
+        threads: usize,
+    ) -> CoreResult<Vec<SearchResult>> {
         let row = self.config.row_len();
         if queries.len() != count * row {
-            return Err(CoreError::DimensionMismatch { expected: self.config.ndim, got: queries.len() / count.max(1) });
+            return Err(CoreError::DimensionMismatch {
+                expected: self.config.ndim,
+                got: queries.len() / count.max(1),
+            });
         }
         let prepared = self.prepare(queries, count)?;
         let state = self.state.read();
@@ -781,12 +902,23 @@ impl CollectionIndex {
                         let mut out = Vec::with_capacity(end - start);
                         for index in start..end {
                             let query = if self.config.is_binary() {
-                                Store { floats: Vec::new(), bits: prepared.bits[index * row..(index + 1) * row].to_vec() }
+                                Store {
+                                    floats: Vec::new(),
+                                    bits: prepared.bits[index * row..(index + 1) * row].to_vec(),
+                                }
                             } else {
-                                Store { floats: prepared.floats[index * row..(index + 1) * row].to_vec(), bits: Vec::new() }
+                                Store {
+                                    floats: prepared.floats[index * row..(index + 1) * row]
+                                        .to_vec(),
+                                    bits: Vec::new(),
+                                }
                             };
-                            let (hits, plan) = self.ranked(state_ref, &query, needed, options, allowed_ref)?;
-                            out.push(SearchResult { hits: hits.into_iter().skip(options.offset).collect(), plan });
+                            let (hits, plan) =
+                                self.ranked(state_ref, &query, needed, options, allowed_ref)?;
+                            out.push(SearchResult {
+                                hits: hits.into_iter().skip(options.offset).collect(),
+                                plan,
+                            });
                         }
                         Ok(out)
                     })
@@ -794,7 +926,11 @@ impl CollectionIndex {
                 .collect();
             handles
                 .into_iter()
-                .map(|handle| handle.join().unwrap_or_else(|_| Err(CoreError::Index("a search thread panicked".into()))))
+                .map(|handle| {
+                    handle.join().unwrap_or_else(|_| {
+                        Err(CoreError::Index("a search thread panicked".into()))
+                    })
+                })
                 .collect()
         });
         let mut results = Vec::with_capacity(count);
@@ -806,27 +942,39 @@ impl CollectionIndex {
 
     /// Top groups (by group id) with the best `group_size` hits each, groups ranked
     /// [offset, offset + limit). The candidate pool grows until the answer is settled.
-    pub fn search_grouped(&self, query: Vectors<'_>, options: &SearchOptions, group_size: usize) -> CoreResult<GroupedResult> {
+    pub fn search_grouped(
+        &self,
+        query: Vectors<'_>,
+        options: &SearchOptions,
+        group_size: usize,
+    ) -> CoreResult<GroupedResult> {
         let query = self.prepare_query(query)?;
         let state = self.state.read();
         let allowed = self.allowed(&state, options)?;
         let total = match &allowed {
             Some(allowed) => allowed.count(),
-            None => state.live.count(),
+            None => state.live_count,
         };
         let groups_needed = options.offset.saturating_add(options.limit);
         if total == 0 || groups_needed == 0 || group_size == 0 {
-            return Ok(GroupedResult { groups: Vec::new(), plan: Plan::Empty });
+            return Ok(GroupedResult {
+                groups: Vec::new(),
+                plan: Plan::Empty,
+            });
         }
         let group_of = |key: u64| match state.groups.get(key as usize).copied() {
             Some(NO_GROUP) | None => key | (1 << 63),
             Some(group) => group,
         };
-        let mut pool = groups_needed.saturating_mul(group_size).saturating_mul(2).max(64);
+        let mut pool = groups_needed
+            .saturating_mul(group_size)
+            .saturating_mul(2)
+            .max(64);
         loop {
             let pool_now = pool.min(total);
             let (hits, plan) = self.ranked(&state, &query, pool_now, options, allowed.as_ref())?;
-            let grouped = group::top_groups(&hits, group_of, options.offset, options.limit, group_size);
+            let grouped =
+                group::top_groups(&hits, group_of, options.offset, options.limit, group_size);
             let exhausted = pool_now >= total || hits.len() < pool_now;
             if grouped.settled || exhausted {
                 let groups = grouped
@@ -849,7 +997,7 @@ impl CollectionIndex {
     /// give memory back and restore graph quality.
     pub fn needs_rebuild(&self) -> bool {
         let state = self.state.read();
-        let live = state.live.count();
+        let live = state.live_count;
         state.removed_since_rebuild > 1_000.max(live / 4)
     }
 
@@ -875,9 +1023,17 @@ impl CollectionIndex {
                             for &key in part {
                                 let slot = key as usize;
                                 if config.is_binary() {
-                                    fresh.add(key, b1x8::from_u8s(&state.store.bits[slot * row..(slot + 1) * row]))?;
+                                    fresh.add(
+                                        key,
+                                        b1x8::from_u8s(
+                                            &state.store.bits[slot * row..(slot + 1) * row],
+                                        ),
+                                    )?;
                                 } else {
-                                    fresh.add(key, &state.store.floats[slot * row..(slot + 1) * row])?;
+                                    fresh.add(
+                                        key,
+                                        &state.store.floats[slot * row..(slot + 1) * row],
+                                    )?;
                                 }
                             }
                             Ok(())
@@ -886,7 +1042,11 @@ impl CollectionIndex {
                     .collect();
                 handles
                     .into_iter()
-                    .map(|handle| handle.join().unwrap_or_else(|_| Err(CoreError::Index("a rebuild thread panicked".into()))))
+                    .map(|handle| {
+                        handle.join().unwrap_or_else(|_| {
+                            Err(CoreError::Index("a rebuild thread panicked".into()))
+                        })
+                    })
                     .collect()
             });
             for result in results {
@@ -902,9 +1062,17 @@ impl CollectionIndex {
         if last_live < state.slots / 2 {
             let row = self.config.row_len();
             state.slots = last_live;
-            state.store.floats.truncate(if self.config.is_binary() { 0 } else { last_live * row });
+            state.store.floats.truncate(if self.config.is_binary() {
+                0
+            } else {
+                last_live * row
+            });
             state.store.floats.shrink_to_fit();
-            state.store.bits.truncate(if self.config.is_binary() { last_live * row } else { 0 });
+            state.store.bits.truncate(if self.config.is_binary() {
+                last_live * row
+            } else {
+                0
+            });
             state.store.bits.shrink_to_fit();
             state.groups.truncate(last_live);
             state.groups.shrink_to_fit();
@@ -927,7 +1095,7 @@ impl CollectionIndex {
         let memory_bytes = self.memory_usage();
         let state = self.state.read();
         IndexStats {
-            count: state.live.count(),
+            count: state.live_count,
             capacity: state.slots,
             removed_since_rebuild: state.removed_since_rebuild,
             memory_bytes,
@@ -958,7 +1126,10 @@ impl CollectionIndex {
         out.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;
         out.write_all(&sequence.to_le_bytes())?;
         out.write_all(&(self.config.ndim as u64).to_le_bytes())?;
-        out.write_all(&[metric_code(self.config.metric), self.config.precision.code()])?;
+        out.write_all(&[
+            metric_code(self.config.metric),
+            self.config.precision.code(),
+        ])?;
         out.write_all(&(state.slots as u64).to_le_bytes())?;
         out.write_all(&(state.removed_since_rebuild as u64).to_le_bytes())?;
         let live = state.live.to_vec();
@@ -977,7 +1148,9 @@ impl CollectionIndex {
             }
         }
         state.fields.save(&mut out)?;
-        let file = out.into_inner().map_err(|error| CoreError::Io(error.to_string()))?;
+        let file = out
+            .into_inner()
+            .map_err(|error| CoreError::Io(error.to_string()))?;
         file.sync_all()?;
         Ok(())
     }
@@ -992,7 +1165,9 @@ impl CollectionIndex {
         let mut input = BufReader::with_capacity(1 << 20, file);
         let corrupt = |what: &str| CoreError::Corrupt(format!("{}: {what}", state_path.display()));
         let mut magic = [0u8; 8];
-        input.read_exact(&mut magic).map_err(|_| corrupt("too short"))?;
+        input
+            .read_exact(&mut magic)
+            .map_err(|_| corrupt("too short"))?;
         if &magic != SNAPSHOT_MAGIC {
             return Err(corrupt("not a Lookalike index snapshot"));
         }
@@ -1003,7 +1178,9 @@ impl CollectionIndex {
         let sequence = read_u64(&mut input).map_err(|_| corrupt("truncated header"))?;
         let ndim = read_u64(&mut input).map_err(|_| corrupt("truncated header"))? as usize;
         let mut codes = [0u8; 2];
-        input.read_exact(&mut codes).map_err(|_| corrupt("truncated header"))?;
+        input
+            .read_exact(&mut codes)
+            .map_err(|_| corrupt("truncated header"))?;
         if ndim != config.ndim
             || codes[0] != metric_code(config.metric)
             || Precision::from_code(codes[1]) != Some(config.precision)
@@ -1011,17 +1188,22 @@ impl CollectionIndex {
             return Err(corrupt("snapshot was written for another configuration"));
         }
         let slots = read_u64(&mut input).map_err(|_| corrupt("truncated header"))? as usize;
-        let removed_since_rebuild = read_u64(&mut input).map_err(|_| corrupt("truncated header"))? as usize;
+        let removed_since_rebuild =
+            read_u64(&mut input).map_err(|_| corrupt("truncated header"))? as usize;
         let live_count = read_u64(&mut input).map_err(|_| corrupt("truncated header"))? as usize;
         let row = config.row_len();
         let element: usize = if config.is_binary() { 1 } else { 4 };
-        let needed = (live_count as u128) * 4 + (slots as u128) * 8 + (slots as u128) * (row as u128) * (element as u128);
+        let needed = (live_count as u128) * 4
+            + (slots as u128) * 8
+            + (slots as u128) * (row as u128) * (element as u128);
         if slots as u64 > MAX_KEY + 1 || live_count > slots || needed > file_len as u128 {
             return Err(corrupt("sizes in the header do not fit the file"));
         }
         let mut live = Bitset::new(slots);
         let mut buffer = vec![0u8; live_count * 4];
-        input.read_exact(&mut buffer).map_err(|_| corrupt("truncated live keys"))?;
+        input
+            .read_exact(&mut buffer)
+            .map_err(|_| corrupt("truncated live keys"))?;
         for bytes in buffer.chunks_exact(4) {
             let key = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as u64;
             if key as usize >= slots {
@@ -1030,14 +1212,18 @@ impl CollectionIndex {
             live.insert(key);
         }
         let mut buffer = vec![0u8; slots * 8];
-        input.read_exact(&mut buffer).map_err(|_| corrupt("truncated groups"))?;
+        input
+            .read_exact(&mut buffer)
+            .map_err(|_| corrupt("truncated groups"))?;
         let groups: Vec<u64> = buffer
             .chunks_exact(8)
             .map(|bytes| u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8])))
             .collect();
         let mut store = Store::default();
         let mut buffer = vec![0u8; slots * row * element];
-        input.read_exact(&mut buffer).map_err(|_| corrupt("truncated vectors"))?;
+        input
+            .read_exact(&mut buffer)
+            .map_err(|_| corrupt("truncated vectors"))?;
         if config.is_binary() {
             store.bits = buffer;
         } else {
@@ -1052,13 +1238,23 @@ impl CollectionIndex {
         let hnsw_path_str = hnsw_path
             .to_str()
             .ok_or_else(|| CoreError::Io("snapshot path is not valid UTF-8".into()))?;
-        hnsw.load(hnsw_path_str).map_err(|error| corrupt(&format!("graph: {}", error.what())))?;
+        hnsw.load(hnsw_path_str)
+            .map_err(|error| corrupt(&format!("graph: {}", error.what())))?;
         hnsw.reserve_capacity_and_threads(hnsw.capacity().max(slots).max(64), hnsw_threads())?;
         if hnsw.size() != live_count {
             return Err(corrupt("graph and live keys disagree"));
         }
         let index = CollectionIndex {
-            state: RwLock::new(State { hnsw, store, slots, live, groups, fields, removed_since_rebuild }),
+            state: RwLock::new(State {
+                hnsw,
+                store,
+                slots,
+                live_count: live.count(),
+                live,
+                groups,
+                fields,
+                removed_since_rebuild,
+            }),
             default_ef: AtomicUsize::new(config.expansion_search),
             config,
             writer: Mutex::new(()),
@@ -1115,15 +1311,28 @@ mod tests {
         let data = vectors(n, ndim, 7);
         let keys: Vec<u64> = (0..n as u64).collect();
         index.add(&keys, Vectors::F32(&data), None, 2).unwrap();
-        let entries: Vec<(u64, String, Vec<FieldValue>)> =
-            (0..n as u64).map(|key| (key, "bucket".to_string(), vec![FieldValue::Num((key % 100) as f64)])).collect();
+        let entries: Vec<(u64, String, Vec<FieldValue>)> = (0..n as u64)
+            .map(|key| {
+                (
+                    key,
+                    "bucket".to_string(),
+                    vec![FieldValue::Num((key % 100) as f64)],
+                )
+            })
+            .collect();
         if !fields.is_empty() {
             index.index_fields(&entries).unwrap();
         }
         (index, data)
     }
 
-    fn brute_force(data: &[f32], ndim: usize, query: &[f32], allowed: impl Fn(u64) -> bool, k: usize) -> Vec<u64> {
+    fn brute_force(
+        data: &[f32],
+        ndim: usize,
+        query: &[f32],
+        allowed: impl Fn(u64) -> bool,
+        k: usize,
+    ) -> Vec<u64> {
         let mut q = query.to_vec();
         distance::normalize(&mut q);
         let mut scored: Vec<(f32, u64)> = data
@@ -1141,31 +1350,51 @@ mod tests {
     }
 
     fn filter_lt(bound: f64) -> Expr {
-        Expr::Range { field: "bucket".into(), lower: None, upper: Some((bound, false)) }
+        Expr::Range {
+            field: "bucket".into(),
+            lower: None,
+            upper: Some((bound, false)),
+        }
     }
 
     #[test]
     fn planner_scans_exactly_when_few_keys_pass() {
         let (index, data) = index(3000, 16, &["bucket"]);
         let query = &data[..16];
-        let options = SearchOptions { limit: 10, filter: Some(filter_lt(2.0)), ..Default::default() };
+        let options = SearchOptions {
+            limit: 10,
+            filter: Some(filter_lt(2.0)),
+            ..Default::default()
+        };
         let result = index.search(Vectors::F32(query), &options).unwrap();
         assert_eq!(result.plan, Plan::Exact);
         let truth = brute_force(&data, 16, query, |key| key % 100 < 2, 10);
-        assert_eq!(result.hits.iter().map(|hit| hit.key).collect::<Vec<_>>(), truth);
+        assert_eq!(
+            result.hits.iter().map(|hit| hit.key).collect::<Vec<_>>(),
+            truth
+        );
     }
 
     #[test]
     fn planner_uses_the_filtered_graph_for_broad_filters() {
         let (index, data) = index(3000, 16, &["bucket"]);
         let query = &data[16 * 5..16 * 6];
-        let options = SearchOptions { limit: 10, ef: Some(128), filter: Some(filter_lt(50.0)), ..Default::default() };
+        let options = SearchOptions {
+            limit: 10,
+            ef: Some(128),
+            filter: Some(filter_lt(50.0)),
+            ..Default::default()
+        };
         let result = index.search(Vectors::F32(query), &options).unwrap();
         assert_eq!(result.plan, Plan::FilteredGraph);
         assert_eq!(result.hits.len(), 10);
         assert!(result.hits.iter().all(|hit| hit.key % 100 < 50));
         let truth = brute_force(&data, 16, query, |key| key % 100 < 50, 10);
-        let found = result.hits.iter().filter(|hit| truth.contains(&hit.key)).count();
+        let found = result
+            .hits
+            .iter()
+            .filter(|hit| truth.contains(&hit.key))
+            .count();
         assert!(found >= 8, "recall {found}/10");
     }
 
@@ -1174,13 +1403,25 @@ mod tests {
         let (index, data) = index(2000, 16, &[]);
         let query = &data[16 * 9..16 * 10];
         let all = index
-            .search(Vectors::F32(query), &SearchOptions { limit: 40, ef: Some(64), ..Default::default() })
+            .search(
+                Vectors::F32(query),
+                &SearchOptions {
+                    limit: 40,
+                    ef: Some(64),
+                    ..Default::default()
+                },
+            )
             .unwrap();
         assert_eq!(all.plan, Plan::Graph);
         assert_eq!(all.hits[0].key, 9);
         assert!(all.hits[0].distance.abs() < 1e-5);
         for page in 0..4 {
-            let options = SearchOptions { limit: 10, offset: page * 10, ef: Some(64), ..Default::default() };
+            let options = SearchOptions {
+                limit: 10,
+                offset: page * 10,
+                ef: Some(64),
+                ..Default::default()
+            };
             let hits = index.search(Vectors::F32(query), &options).unwrap().hits;
             assert_eq!(hits, all.hits[page * 10..page * 10 + 10]);
         }
@@ -1193,12 +1434,24 @@ mod tests {
         assert_eq!(index.remove(&removed).unwrap(), 500);
         assert_eq!(index.remove(&removed).unwrap(), 0);
         let query = &data[..8];
-        let options = SearchOptions { limit: 20, exact: true, ..Default::default() };
+        let options = SearchOptions {
+            limit: 20,
+            exact: true,
+            ..Default::default()
+        };
         let before = index.search(Vectors::F32(query), &options).unwrap();
         assert!(before.hits.iter().all(|hit| hit.key % 3 != 0));
         index.rebuild(2).unwrap();
         assert_eq!(index.search(Vectors::F32(query), &options).unwrap(), before);
-        let graph = index.search(Vectors::F32(query), &SearchOptions { limit: 20, ..Default::default() }).unwrap();
+        let graph = index
+            .search(
+                Vectors::F32(query),
+                &SearchOptions {
+                    limit: 20,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         assert!(graph.hits.iter().all(|hit| hit.key % 3 != 0));
     }
 
@@ -1218,10 +1471,20 @@ mod tests {
                 None => expected.push((key % 37, vec![key])),
             }
         }
-        let options = SearchOptions { limit: 4, offset: 2, exact: true, ..Default::default() };
-        let result = index.search_grouped(Vectors::F32(query), &options, 2).unwrap();
-        let got: Vec<(u64, Vec<u64>)> =
-            result.groups.iter().map(|g| (g.group, g.hits.iter().map(|hit| hit.key).collect())).collect();
+        let options = SearchOptions {
+            limit: 4,
+            offset: 2,
+            exact: true,
+            ..Default::default()
+        };
+        let result = index
+            .search_grouped(Vectors::F32(query), &options, 2)
+            .unwrap();
+        let got: Vec<(u64, Vec<u64>)> = result
+            .groups
+            .iter()
+            .map(|g| (g.group, g.hits.iter().map(|hit| hit.key).collect()))
+            .collect();
         assert_eq!(got, expected[2..6].to_vec());
     }
 
@@ -1229,23 +1492,51 @@ mod tests {
     fn bad_input_is_an_error_and_changes_nothing() {
         let (index, _) = index(100, 4, &["bucket"]);
         let nan = [1.0, f32::NAN, 0.0, 0.0];
-        assert!(matches!(index.add(&[500], Vectors::F32(&nan), None, 1), Err(CoreError::NonFiniteVector { .. })));
-        assert!(matches!(index.add(&[500], Vectors::F32(&[1.0; 3]), None, 1), Err(CoreError::DimensionMismatch { .. })));
-        assert!(matches!(index.add(&[500], Vectors::F32(&[0.0; 4]), None, 1), Err(CoreError::ZeroVector { .. })));
-        assert!(matches!(index.add(&[7, 7], Vectors::F32(&[1.0; 8]), None, 1), Err(CoreError::InvalidArgument(_))));
-        assert!(matches!(index.add(&[MAX_KEY + 1], Vectors::F32(&[1.0; 4]), None, 1), Err(CoreError::KeyOutOfRange { .. })));
-        assert!(matches!(index.add(&[1], Vectors::Bits(&[1; 4]), None, 1), Err(CoreError::InvalidArgument(_))));
+        assert!(matches!(
+            index.add(&[500], Vectors::F32(&nan), None, 1),
+            Err(CoreError::NonFiniteVector { .. })
+        ));
+        assert!(matches!(
+            index.add(&[500], Vectors::F32(&[1.0; 3]), None, 1),
+            Err(CoreError::DimensionMismatch { .. })
+        ));
+        assert!(matches!(
+            index.add(&[500], Vectors::F32(&[0.0; 4]), None, 1),
+            Err(CoreError::ZeroVector { .. })
+        ));
+        assert!(matches!(
+            index.add(&[7, 7], Vectors::F32(&[1.0; 8]), None, 1),
+            Err(CoreError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            index.add(&[MAX_KEY + 1], Vectors::F32(&[1.0; 4]), None, 1),
+            Err(CoreError::KeyOutOfRange { .. })
+        ));
+        assert!(matches!(
+            index.add(&[1], Vectors::Bits(&[1; 4]), None, 1),
+            Err(CoreError::InvalidArgument(_))
+        ));
         assert_eq!(index.len(), 100);
-        let query = SearchOptions { limit: 3, ef: Some(0), ..Default::default() };
+        let query = SearchOptions {
+            limit: 3,
+            ef: Some(0),
+            ..Default::default()
+        };
         assert!(index.search(Vectors::F32(&[1.0; 4]), &query).is_err());
         let unknown = SearchOptions {
             limit: 3,
-            filter: Some(Expr::Eq { field: "nope".into(), value: FieldValue::Null }),
+            filter: Some(Expr::Eq {
+                field: "nope".into(),
+                value: FieldValue::Null,
+            }),
             ..Default::default()
         };
         assert!(index.search(Vectors::F32(&[1.0; 4]), &unknown).is_err());
         let mut config = IndexConfig::new(4, Metric::L2sq, Precision::I8);
-        assert!(matches!(CollectionIndex::new(config.clone()), Err(CoreError::Unsupported(_))));
+        assert!(matches!(
+            CollectionIndex::new(config.clone()),
+            Err(CoreError::Unsupported(_))
+        ));
         config.precision = Precision::F32;
         config.ndim = 0;
         assert!(CollectionIndex::new(config).is_err());
@@ -1255,24 +1546,35 @@ mod tests {
     fn snapshot_round_trip_and_damage() {
         let (index, data) = index(700, 8, &["bucket"]);
         index.remove(&[1, 2, 3]).unwrap();
-        let directory = std::env::temp_dir().join(format!("lookalike-index-test-{}", std::process::id()));
+        let directory =
+            std::env::temp_dir().join(format!("lookalike-index-test-{}", std::process::id()));
         index.save(&directory, 42).unwrap();
         let (loaded, sequence) = CollectionIndex::load(index.config().clone(), &directory).unwrap();
         assert_eq!(sequence, 42);
         assert_eq!(loaded.len(), 697);
-        let options = SearchOptions { limit: 10, filter: Some(filter_lt(30.0)), ..Default::default() };
+        let options = SearchOptions {
+            limit: 10,
+            filter: Some(filter_lt(30.0)),
+            ..Default::default()
+        };
         assert_eq!(
             loaded.search(Vectors::F32(&data[..8]), &options).unwrap(),
             index.search(Vectors::F32(&data[..8]), &options).unwrap()
         );
         let mut other = index.config().clone();
         other.ndim = 9;
-        assert!(matches!(CollectionIndex::load(other, &directory), Err(CoreError::Corrupt(_))));
+        assert!(matches!(
+            CollectionIndex::load(other, &directory),
+            Err(CoreError::Corrupt(_))
+        ));
         let state = directory.join(STATE_FILE);
         let bytes = fs::read(&state).unwrap();
         for cut in [0, 7, 30, bytes.len() / 2, bytes.len() - 1] {
             fs::write(&state, &bytes[..cut]).unwrap();
-            assert!(CollectionIndex::load(index.config().clone(), &directory).is_err(), "cut at {cut}");
+            assert!(
+                CollectionIndex::load(index.config().clone(), &directory).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut flipped = bytes.clone();
         let last = flipped.len() - 3;
@@ -1292,7 +1594,21 @@ mod tests {
         index.add(&keys, Vectors::Bits(&rows), None, 2).unwrap();
         let mut query = rows[8 * 17..8 * 18].to_vec();
         query[0] ^= 0b101;
-        let result = index.search(Vectors::Bits(&query), &SearchOptions { limit: 1, ..Default::default() }).unwrap();
-        assert_eq!(result.hits[0], Hit { key: 17, distance: 2.0 });
+        let result = index
+            .search(
+                Vectors::Bits(&query),
+                &SearchOptions {
+                    limit: 1,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            result.hits[0],
+            Hit {
+                key: 17,
+                distance: 2.0
+            }
+        );
     }
 }

@@ -7,7 +7,10 @@
 
 use std::path::PathBuf;
 
-use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PySequence, PyString, PyTuple};
@@ -16,16 +19,18 @@ use crate::distance::{self, Metric};
 use crate::error::CoreError;
 use crate::fields::FieldValue;
 use crate::filter::{Expr, MAX_DEPTH};
-use crate::index::{self, CollectionIndex, IndexConfig, Precision, SearchOptions, SearchResult, Vectors};
+use crate::index::{
+    self, CollectionIndex, IndexConfig, Precision, SearchOptions, SearchResult, Vectors,
+};
 
 /// The one mapping from core errors to the exception classes of `lookalike.errors`.
 fn to_py_err(py: Python<'_>, error: CoreError) -> PyErr {
     let class_name = match &error {
         CoreError::DimensionMismatch { .. } => "DimensionMismatchError",
         CoreError::NonFiniteVector { .. } | CoreError::ZeroVector { .. } => "InvalidVectorError",
-        CoreError::LengthMismatch { .. } | CoreError::KeyOutOfRange { .. } | CoreError::InvalidArgument(_) => {
-            "InvalidInputError"
-        }
+        CoreError::LengthMismatch { .. }
+        | CoreError::KeyOutOfRange { .. }
+        | CoreError::InvalidArgument(_) => "InvalidInputError",
         CoreError::KeyNotFound { .. } => "NotFoundError",
         CoreError::Unsupported(_) => "UnsupportedError",
         CoreError::Index(_) => "InternalError",
@@ -74,11 +79,18 @@ fn field_value(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<FieldValue>
     } else if value.is_instance_of::<PyString>() {
         Ok(FieldValue::Str(value.extract::<String>()?))
     } else {
-        Err(invalid(py, format!("unsupported field value type {}", value.get_type().name()?)))
+        Err(invalid(
+            py,
+            format!("unsupported field value type {}", value.get_type().name()?),
+        ))
     }
 }
 
-fn bound(py: Python<'_>, value: &Bound<'_, PyAny>, inclusive: &Bound<'_, PyAny>) -> PyResult<Option<(f64, bool)>> {
+fn bound(
+    py: Python<'_>,
+    value: &Bound<'_, PyAny>,
+    inclusive: &Bound<'_, PyAny>,
+) -> PyResult<Option<(f64, bool)>> {
     if value.is_none() {
         return Ok(None);
     }
@@ -92,21 +104,31 @@ fn bound(py: Python<'_>, value: &Bound<'_, PyAny>, inclusive: &Bound<'_, PyAny>)
 /// Converts the tuple form built by `lookalike.filters` into an `Expr`.
 fn parse_expr(py: Python<'_>, node: &Bound<'_, PyAny>, depth: usize) -> PyResult<Expr> {
     if depth > MAX_DEPTH {
-        return Err(invalid(py, format!("filter is nested deeper than {MAX_DEPTH} levels")));
+        return Err(invalid(
+            py,
+            format!("filter is nested deeper than {MAX_DEPTH} levels"),
+        ));
     }
-    let tuple = node.downcast::<PyTuple>().map_err(|_| invalid(py, "a compiled filter node must be a tuple"))?;
+    let tuple = node
+        .downcast::<PyTuple>()
+        .map_err(|_| invalid(py, "a compiled filter node must be a tuple"))?;
     if tuple.is_empty() {
         return Err(invalid(py, "empty filter node"));
     }
     let op: String = tuple.get_item(0)?.extract()?;
     let arity = |n: usize| -> PyResult<()> {
         if tuple.len() != n {
-            return Err(invalid(py, format!("filter node {op:?} takes {} arguments", n - 1)));
+            return Err(invalid(
+                py,
+                format!("filter node {op:?} takes {} arguments", n - 1),
+            ));
         }
         Ok(())
     };
     let children = |item: Bound<'_, PyAny>| -> PyResult<Vec<Expr>> {
-        let list = item.downcast::<PySequence>().map_err(|_| invalid(py, "expected a list of filter nodes"))?;
+        let list = item
+            .downcast::<PySequence>()
+            .map_err(|_| invalid(py, "expected a list of filter nodes"))?;
         let mut out = Vec::with_capacity(list.len()?);
         for child in list.try_iter()? {
             out.push(parse_expr(py, &child?, depth + 1)?);
@@ -118,7 +140,10 @@ fn parse_expr(py: Python<'_>, node: &Bound<'_, PyAny>, depth: usize) -> PyResult
         "none" => Expr::Nothing,
         "eq" => {
             arity(3)?;
-            Expr::Eq { field: tuple.get_item(1)?.extract()?, value: field_value(py, &tuple.get_item(2)?)? }
+            Expr::Eq {
+                field: tuple.get_item(1)?.extract()?,
+                value: field_value(py, &tuple.get_item(2)?)?,
+            }
         }
         "in" => {
             arity(3)?;
@@ -127,7 +152,10 @@ fn parse_expr(py: Python<'_>, node: &Bound<'_, PyAny>, depth: usize) -> PyResult
             for value in values.try_iter()? {
                 parsed.push(field_value(py, &value?)?);
             }
-            Expr::In { field: tuple.get_item(1)?.extract()?, values: parsed }
+            Expr::In {
+                field: tuple.get_item(1)?.extract()?,
+                values: parsed,
+            }
         }
         "range" => {
             arity(6)?;
@@ -139,7 +167,9 @@ fn parse_expr(py: Python<'_>, node: &Bound<'_, PyAny>, depth: usize) -> PyResult
         }
         "exists" => {
             arity(2)?;
-            Expr::Exists { field: tuple.get_item(1)?.extract()? }
+            Expr::Exists {
+                field: tuple.get_item(1)?.extract()?,
+            }
         }
         "keys" => {
             arity(2)?;
@@ -174,7 +204,10 @@ fn parse_filter(py: Python<'_>, filter: Option<&Bound<'_, PyAny>>) -> PyResult<O
     }
 }
 
-fn field_entries(py: Python<'_>, entries: &Bound<'_, PyAny>) -> PyResult<Vec<(u64, String, Vec<FieldValue>)>> {
+fn field_entries(
+    py: Python<'_>,
+    entries: &Bound<'_, PyAny>,
+) -> PyResult<Vec<(u64, String, Vec<FieldValue>)>> {
     let mut out = Vec::new();
     for entry in entries.try_iter()? {
         let entry = entry?;
@@ -198,13 +231,22 @@ impl OwnedVectors {
     fn from_py(py: Python<'_>, array: &Bound<'_, PyAny>) -> PyResult<OwnedVectors> {
         if let Ok(floats) = array.extract::<PyReadonlyArray2<'_, f32>>() {
             let rows = floats.shape()[0];
-            return Ok(OwnedVectors::Floats(floats.as_array().iter().copied().collect(), rows));
+            return Ok(OwnedVectors::Floats(
+                floats.as_array().iter().copied().collect(),
+                rows,
+            ));
         }
         if let Ok(bytes) = array.extract::<PyReadonlyArray2<'_, u8>>() {
             let rows = bytes.shape()[0];
-            return Ok(OwnedVectors::Bits(bytes.as_array().iter().copied().collect(), rows));
+            return Ok(OwnedVectors::Bits(
+                bytes.as_array().iter().copied().collect(),
+                rows,
+            ));
         }
-        Err(invalid(py, "vectors must be a 2-d numpy array of float32 (or uint8 for binary vectors)"))
+        Err(invalid(
+            py,
+            "vectors must be a 2-d numpy array of float32 (or uint8 for binary vectors)",
+        ))
     }
 
     fn rows(&self) -> usize {
@@ -246,9 +288,18 @@ fn make_config(
     fields: Vec<String>,
     exact_threshold: usize,
 ) -> PyResult<IndexConfig> {
-    let metric = Metric::parse(metric).ok_or_else(|| invalid(py, format!("unknown metric {metric:?} (use cos, ip, l2sq or hamming)")))?;
-    let precision = Precision::parse(precision)
-        .ok_or_else(|| invalid(py, format!("unknown precision {precision:?} (use f32, f16, i8 or binary)")))?;
+    let metric = Metric::parse(metric).ok_or_else(|| {
+        invalid(
+            py,
+            format!("unknown metric {metric:?} (use cos, ip, l2sq or hamming)"),
+        )
+    })?;
+    let precision = Precision::parse(precision).ok_or_else(|| {
+        invalid(
+            py,
+            format!("unknown precision {precision:?} (use f32, f16, i8 or binary)"),
+        )
+    })?;
     let mut config = IndexConfig::new(ndim, metric, precision);
     config.connectivity = connectivity;
     config.expansion_add = expansion_add;
@@ -280,7 +331,15 @@ fn results_to_numpy<'py>(
     let distances = PyArray1::from_vec(py, distances).reshape([rows, limit])?;
     let counts = counts.into_pyarray(py);
     let plans = PyList::new(py, plans)?;
-    PyTuple::new(py, [keys.into_any(), distances.into_any(), counts.into_any(), plans.into_any()])
+    PyTuple::new(
+        py,
+        [
+            keys.into_any(),
+            distances.into_any(),
+            counts.into_any(),
+            plans.into_any(),
+        ],
+    )
 }
 
 #[pymethods]
@@ -300,8 +359,20 @@ impl Index {
         fields: Vec<String>,
         exact_threshold: usize,
     ) -> PyResult<Index> {
-        let config = make_config(py, ndim, metric, precision, connectivity, expansion_add, expansion_search, fields, exact_threshold)?;
-        Ok(Index { inner: CollectionIndex::new(config).py_result(py)? })
+        let config = make_config(
+            py,
+            ndim,
+            metric,
+            precision,
+            connectivity,
+            expansion_add,
+            expansion_search,
+            fields,
+            exact_threshold,
+        )?;
+        Ok(Index {
+            inner: CollectionIndex::new(config).py_result(py)?,
+        })
     }
 
     /// Loads a snapshot directory; returns `(index, sequence)`.
@@ -321,8 +392,20 @@ impl Index {
         fields: Vec<String>,
         exact_threshold: usize,
     ) -> PyResult<(Index, u64)> {
-        let config = make_config(py, ndim, metric, precision, connectivity, expansion_add, expansion_search, fields, exact_threshold)?;
-        let (inner, sequence) = py.detach(|| CollectionIndex::load(config, &path)).py_result(py)?;
+        let config = make_config(
+            py,
+            ndim,
+            metric,
+            precision,
+            connectivity,
+            expansion_add,
+            expansion_search,
+            fields,
+            exact_threshold,
+        )?;
+        let (inner, sequence) = py
+            .detach(|| CollectionIndex::load(config, &path))
+            .py_result(py)?;
         Ok((Index { inner }, sequence))
     }
 
@@ -384,11 +467,25 @@ impl Index {
         let keys = keys_from(keys)?;
         let vectors = OwnedVectors::from_py(py, vectors)?;
         if vectors.rows() != keys.len() {
-            return Err(to_py_err(py, CoreError::LengthMismatch { what: "vectors", expected: keys.len(), got: vectors.rows() }));
+            return Err(to_py_err(
+                py,
+                CoreError::LengthMismatch {
+                    what: "vectors",
+                    expected: keys.len(),
+                    got: vectors.rows(),
+                },
+            ));
         }
-        let groups = groups.filter(|groups| !groups.is_none()).map(keys_from).transpose()?;
+        let groups = groups
+            .filter(|groups| !groups.is_none())
+            .map(keys_from)
+            .transpose()?;
         let threads = threads.unwrap_or_else(index::default_threads);
-        py.detach(|| self.inner.add(&keys, vectors.view(), groups.as_deref(), threads)).py_result(py)
+        py.detach(|| {
+            self.inner
+                .add(&keys, vectors.view(), groups.as_deref(), threads)
+        })
+        .py_result(py)
     }
 
     fn remove(&self, py: Python<'_>, keys: &Bound<'_, PyAny>) -> PyResult<usize> {
@@ -396,22 +493,30 @@ impl Index {
         py.detach(|| self.inner.remove(&keys)).py_result(py)
     }
 
-    fn set_groups(&self, py: Python<'_>, keys: &Bound<'_, PyAny>, groups: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn set_groups(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        groups: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let keys = keys_from(keys)?;
         let groups = keys_from(groups)?;
-        py.detach(|| self.inner.set_groups(&keys, &groups)).py_result(py)
+        py.detach(|| self.inner.set_groups(&keys, &groups))
+            .py_result(py)
     }
 
     /// Indexes field values: an iterable of `(key, field, [values])`.
     fn index_fields(&self, py: Python<'_>, entries: &Bound<'_, PyAny>) -> PyResult<()> {
         let entries = field_entries(py, entries)?;
-        py.detach(|| self.inner.index_fields(&entries)).py_result(py)
+        py.detach(|| self.inner.index_fields(&entries))
+            .py_result(py)
     }
 
     /// Removes field values given earlier to `index_fields`.
     fn unindex_fields(&self, py: Python<'_>, entries: &Bound<'_, PyAny>) -> PyResult<()> {
         let entries = field_entries(py, entries)?;
-        py.detach(|| self.inner.unindex_fields(&entries)).py_result(py)
+        py.detach(|| self.inner.unindex_fields(&entries))
+            .py_result(py)
     }
 
     fn is_indexed_field(&self, field: &str) -> bool {
@@ -419,21 +524,33 @@ impl Index {
     }
 
     /// The live keys passing a compiled filter, ascending.
-    fn evaluate<'py>(&self, py: Python<'py>, filter: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<u64>>> {
+    fn evaluate<'py>(
+        &self,
+        py: Python<'py>,
+        filter: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<u64>>> {
         let expr = parse_expr(py, filter, 1)?;
         let bitset = py.detach(|| self.inner.evaluate(&expr)).py_result(py)?;
         Ok(bitset.to_vec().into_pyarray(py))
     }
 
     /// Stored vectors of `keys` (normalized for cosine) and which keys were present.
-    fn get_vectors<'py>(&self, py: Python<'py>, keys: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    fn get_vectors<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
         let keys = keys_from(keys)?;
         let stored = py.detach(|| self.inner.get_vectors(&keys)).py_result(py)?;
         let rows = keys.len();
         let vectors = if self.inner.config().precision == Precision::Binary {
-            PyArray1::from_vec(py, stored.bits).reshape([rows, self.inner.config().ndim / 8])?.into_any()
+            PyArray1::from_vec(py, stored.bits)
+                .reshape([rows, self.inner.config().ndim / 8])?
+                .into_any()
         } else {
-            PyArray1::from_vec(py, stored.floats).reshape([rows, self.inner.config().ndim])?.into_any()
+            PyArray1::from_vec(py, stored.floats)
+                .reshape([rows, self.inner.config().ndim])?
+                .into_any()
         };
         PyTuple::new(py, [vectors, stored.found.into_pyarray(py).into_any()])
     }
@@ -454,13 +571,26 @@ impl Index {
         threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let queries = OwnedVectors::from_py(py, queries)?;
-        let options = SearchOptions { limit, offset, ef, exact, filter: parse_filter(py, filter)? };
+        let options = SearchOptions {
+            limit,
+            offset,
+            ef,
+            exact,
+            filter: parse_filter(py, filter)?,
+        };
         let count = queries.rows();
         let threads = threads.unwrap_or(1);
         let results = if count == 1 {
-            py.detach(|| self.inner.search(queries.view(), &options).map(|result| vec![result]))
+            py.detach(|| {
+                self.inner
+                    .search(queries.view(), &options)
+                    .map(|result| vec![result])
+            })
         } else {
-            py.detach(|| self.inner.search_batch(queries.view(), count, &options, threads))
+            py.detach(|| {
+                self.inner
+                    .search_batch(queries.view(), count, &options, threads)
+            })
         }
         .py_result(py)?;
         results_to_numpy(py, results, limit)
@@ -485,15 +615,36 @@ impl Index {
         if query.rows() != 1 {
             return Err(invalid(py, "search_grouped takes exactly one query row"));
         }
-        let options = SearchOptions { limit, offset, ef, exact, filter: parse_filter(py, filter)? };
-        let result = py.detach(|| self.inner.search_grouped(query.view(), &options, group_size)).py_result(py)?;
+        let options = SearchOptions {
+            limit,
+            offset,
+            ef,
+            exact,
+            filter: parse_filter(py, filter)?,
+        };
+        let result = py
+            .detach(|| {
+                self.inner
+                    .search_grouped(query.view(), &options, group_size)
+            })
+            .py_result(py)?;
         let groups = PyList::empty(py);
         for group in result.groups {
             let keys: Vec<u64> = group.hits.iter().map(|hit| hit.key).collect();
             let distances: Vec<f32> = group.hits.iter().map(|hit| hit.distance).collect();
-            groups.append((group.group, keys.into_pyarray(py), distances.into_pyarray(py)))?;
+            groups.append((
+                group.group,
+                keys.into_pyarray(py),
+                distances.into_pyarray(py),
+            ))?;
         }
-        PyTuple::new(py, [groups.into_any(), PyString::new(py, result.plan.name()).into_any()])
+        PyTuple::new(
+            py,
+            [
+                groups.into_any(),
+                PyString::new(py, result.plan.name()).into_any(),
+            ],
+        )
     }
 
     fn needs_rebuild(&self) -> bool {
@@ -541,13 +692,20 @@ fn distances<'py>(
     query: PyReadonlyArray1<'py, f32>,
     rows: PyReadonlyArray2<'py, f32>,
 ) -> PyResult<Bound<'py, PyArray1<f32>>> {
-    let metric = Metric::parse(metric).ok_or_else(|| invalid(py, format!("unknown metric {metric:?}")))?;
+    let metric =
+        Metric::parse(metric).ok_or_else(|| invalid(py, format!("unknown metric {metric:?}")))?;
     if metric == Metric::Hamming {
         return Err(invalid(py, "use packed bytes for hamming"));
     }
     let ndim = rows.shape()[1];
     if query.len() != ndim {
-        return Err(to_py_err(py, CoreError::DimensionMismatch { expected: ndim, got: query.len() }));
+        return Err(to_py_err(
+            py,
+            CoreError::DimensionMismatch {
+                expected: ndim,
+                got: query.len(),
+            },
+        ));
     }
     let mut query: Vec<f32> = query.as_array().to_vec();
     let mut rows: Vec<f32> = rows.as_array().iter().copied().collect();
@@ -558,7 +716,9 @@ fn distances<'py>(
                 distance::normalize(row);
             }
         }
-        rows.chunks_exact(ndim.max(1)).map(|row| distance::distance_f32(metric, &query, row)).collect::<Vec<f32>>()
+        rows.chunks_exact(ndim.max(1))
+            .map(|row| distance::distance_f32(metric, &query, row))
+            .collect::<Vec<f32>>()
     });
     Ok(out.into_pyarray(py))
 }
