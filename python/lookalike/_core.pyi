@@ -23,7 +23,7 @@ class Index:
         expansion_add: int = 128,
         expansion_search: int = 64,
         fields: list[str] = ...,
-        exact_threshold: int = 20000,
+        exact_threshold: int = 0,
     ) -> Index: ...
     @staticmethod
     def load(
@@ -36,7 +36,7 @@ class Index:
         expansion_add: int = 128,
         expansion_search: int = 64,
         fields: list[str] = ...,
-        exact_threshold: int = 20000,
+        exact_threshold: int = 0,
     ) -> tuple[Index, int]: ...
     def save(self, path: str, sequence: int) -> None: ...
     @property

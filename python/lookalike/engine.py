@@ -74,7 +74,7 @@ class CollectionConfig(msgspec.Struct, frozen=True, kw_only=True):
     connectivity: int = 16
     expansion_add: int = 128
     expansion_search: int = 64
-    exact_threshold: int = 20_000
+    exact_threshold: int = 0
     store_images: bool = False
     format_version: int = 1
 
@@ -903,7 +903,7 @@ class Engine:
         connectivity: int = 16,
         expansion_add: int = 128,
         expansion_search: int = 64,
-        exact_threshold: int = 20_000,
+        exact_threshold: int = 0,
         exist_ok: bool = False,
     ) -> Collection:
         """Creates a collection (or, with `exist_ok`, returns the existing one of that name)."""

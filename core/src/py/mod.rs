@@ -346,7 +346,7 @@ fn results_to_numpy<'py>(
 impl Index {
     #[new]
     #[pyo3(signature = (ndim, *, metric = "cos", precision = "f32", connectivity = 16, expansion_add = 128,
-                        expansion_search = 64, fields = Vec::new(), exact_threshold = 20_000))]
+                        expansion_search = 64, fields = Vec::new(), exact_threshold = 0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -378,7 +378,7 @@ impl Index {
     /// Loads a snapshot directory; returns `(index, sequence)`.
     #[staticmethod]
     #[pyo3(signature = (path, ndim, *, metric = "cos", precision = "f32", connectivity = 16, expansion_add = 128,
-                        expansion_search = 64, fields = Vec::new(), exact_threshold = 20_000))]
+                        expansion_search = 64, fields = Vec::new(), exact_threshold = 0))]
     #[allow(clippy::too_many_arguments)]
     fn load(
         py: Python<'_>,
