@@ -330,9 +330,7 @@ def load_dataset(
         del base_r
         log(f"exact ground truth (top-{GT_K}, {len(masks)} masks) in {time.perf_counter() - t0:.1f}s")
         done.write_text(
-            json.dumps(
-                {"n": n, "seed": seed, "nq": nq, "ndim": NDIM, "version": GENERATOR_VERSION, "gt_k": GT_K}
-            )
+            json.dumps({"n": n, "seed": seed, "nq": nq, "ndim": NDIM, "version": GENERATOR_VERSION, "gt_k": GT_K})
         )
     ds = Dataset(
         n=n,

@@ -183,10 +183,7 @@ class FaissHNSW(Peer):
             return None
         h = self.index.hnsw
         return int(
-            self.index.ntotal * self.index.d * 4
-            + h.neighbors.size() * 4
-            + h.offsets.size() * 8
-            + h.levels.size() * 4
+            self.index.ntotal * self.index.d * 4 + h.neighbors.size() * 4 + h.offsets.size() * 8 + h.levels.size() * 4
         )
 
     def close(self) -> None:
@@ -267,9 +264,7 @@ class USearch(Peer):
     def build(self, vectors: np.ndarray, bucket: np.ndarray, category: np.ndarray) -> float:
         n, d = vectors.shape
         t0 = time.perf_counter()
-        index = self.Index(
-            ndim=d, metric="cos", dtype=self.dtype, connectivity=M, expansion_add=EF_CONSTRUCTION
-        )
+        index = self.Index(ndim=d, metric="cos", dtype=self.dtype, connectivity=M, expansion_add=EF_CONSTRUCTION)
         for a in range(0, n, ADD_BATCH):
             b = min(n, a + ADD_BATCH)
             index.add(np.arange(a, b, dtype=np.uint64), vectors[a:b], threads=BUILD_THREADS)
@@ -534,9 +529,7 @@ class Lance(Peer):
         if self.index_type == "IVF_PQ":
             self.tbl.create_index("vector", config=IvfPq(distance_type="cosine"))
         else:
-            self.tbl.create_index(
-                "vector", config=HnswSq(distance_type="cosine", m=M, ef_construction=EF_CONSTRUCTION)
-            )
+            self.tbl.create_index("vector", config=HnswSq(distance_type="cosine", m=M, ef_construction=EF_CONSTRUCTION))
         self.tbl.create_index("bucket", config=BTree())
         self.index_s = time.perf_counter() - t1
         self.index_note = (
@@ -621,9 +614,7 @@ class Lookalike(Peer):
         for a in range(0, n, ADD_BATCH):
             b = min(n, a + ADD_BATCH)
             meta = [{"bucket": int(bucket[i]), "category": str(category[i])} for i in range(a, b)]
-            self.col.add_vectors(
-                [str(i) for i in range(a, b)], np.ascontiguousarray(vectors[a:b]), metadata=meta
-            )
+            self.col.add_vectors([str(i) for i in range(a, b)], np.ascontiguousarray(vectors[a:b]), metadata=meta)
         return time.perf_counter() - t0
 
     def set_filter(self, threshold: int | None, mask: np.ndarray | None) -> None:

@@ -77,14 +77,15 @@ ALIASES: dict[str, list[str]] = {
     "slow": ["chromadb", "lancedb"],
 }
 SLOW_GROUPS = {"chromadb", "lancedb"}
+RESULTS_DIR = HERE / ".results"  # raw results per N (git-ignored), merged across partial reruns
 
 DEFAULT_EF = "16,24,32,48,64,96,128,192,256,384,512"
 DEFAULT_FILTERED_EF = "32,64,128,256,512,1024,2048,4096"
 DEFAULT_CHROMA_EF = "16,32,64,128,256"
 DEFAULT_CHROMA_FILTERED_EF = "16,64,256"
 # lancedb IVF_PQ: nprobes / refine_factor
-DEFAULT_LANCE = "5/10,10/10,20/10,40/10,80/10,20/0"
-DEFAULT_LANCE_FILTERED = "10/10,20/10,40/10,80/10"
+DEFAULT_LANCE = "20/0,20/10,20/20,20/50,20/100,80/100"
+DEFAULT_LANCE_FILTERED = "20/10,20/50,20/100,80/100"
 DEFAULT_POSTFILTER = "10,100,1000"
 
 THREAD_ENV = {
@@ -140,9 +141,7 @@ def machine() -> dict[str, str]:
                 cpu = line.split(":", 1)[1].strip()
             if line.startswith("flags") and not flags:
                 f = set(line.split(":", 1)[1].split())
-                flags = " ".join(
-                    x for x in ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni"] if x in f
-                )
+                flags = " ".join(x for x in ["avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni"] if x in f)
     except OSError:
         pass
     ram = "?"
@@ -420,7 +419,7 @@ def worker(args: argparse.Namespace) -> int:
                     save()
             peer.set_filter(None, None)
     if group.startswith("usearch"):
-        result["notes"].append(f"usearch SIMD target: {peer.index.hardware_acceleration}.")
+        result["notes"].append(f"{name}: usearch SIMD target {peer.index.hardware_acceleration}.")
     peer.close()
     save()
     return 0
@@ -460,9 +459,7 @@ def expand_engines(spec: str) -> list[str]:
         names = ALIASES.get(tok, [tok])
         for nm in names:
             if nm not in GROUPS:
-                raise SystemExit(
-                    f"unknown engine {nm!r}; known: {', '.join(GROUPS)} and {', '.join(ALIASES)}"
-                )
+                raise SystemExit(f"unknown engine {nm!r}; known: {', '.join(GROUPS)} and {', '.join(ALIASES)}")
             if nm not in out:
                 out.append(nm)
     return out
@@ -475,6 +472,24 @@ def best_at(rows: list[dict[str, Any]], key_qps: str, key_rec: str, target: floa
     return max(ok, key=lambda r: r[key_qps])
 
 
+def _provenance(runs: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    """One line per earlier invocation whose results are merged into this section."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    wall: dict[tuple[str, str, str], float] = {}
+    for r in runs:
+        rm = r.get("meta") or {}
+        if rm.get("command") == meta["command"] and rm.get("date") == meta["date"]:
+            continue
+        key = (str(rm.get("date", "?")), str(rm.get("command", "?")), str(rm.get("load_start", "?")))
+        groups.setdefault(key, []).append(r.get("group", "?"))
+        wall[key] = wall.get(key, 0.0) + float(rm.get("wall_s") or 0.0)
+    return [
+        f"- Kept from an earlier run ({date}, load {load}, `{cmd}`): {', '.join(gs)}"
+        + (f" ({wall[(date, cmd, load)] / 60:.1f} min for these)" if wall[(date, cmd, load)] else "")
+        for (date, cmd, load), gs in groups.items()
+    ]
+
+
 def render_section(n: int, runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     m = meta["machine"]
     lines = [
@@ -483,9 +498,9 @@ def render_section(n: int, runs: list[dict[str, Any]], meta: dict[str, Any]) -> 
         "",
         f"- Date: {meta['date']}",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM ({m['flags']}); Python {m['python']}",
-        f"- Load average at start: {meta['load_start']} "
-        "(the machine is shared; concurrent builds skew timings)",
+        f"- Load average at start: {meta['load_start']} (the machine is shared; concurrent builds skew timings)",
         f"- Command: `{meta['command']}`",
+        *_provenance(runs, meta),
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         f"- Data: {n:,} x 512 float32 clustered unit vectors (bench/datasets.py, seed {meta['seed']}), "
         f"{meta['nq']:,} queries not in the base set; recall@10 against the exact top-10 by cosine.",
@@ -527,7 +542,11 @@ def render_section(n: int, runs: list[dict[str, Any]], meta: dict[str, Any]) -> 
         if b.get("disk_bytes"):
             lib_s += f" (disk {b['disk_bytes'] / b['n']:,.0f} B)"
         bq = (
-            f"{fmt_int(bestb['qps_batch'])} ({bestb.get('param_name', 'ef')} {fmt_param(bestb['param'])})"
+            (
+                fmt_int(bestb["qps_batch"])
+                if bestb.get("param_name") == "-"
+                else f"{fmt_int(bestb['qps_batch'])} ({bestb.get('param_name', 'ef')} {fmt_param(bestb['param'])})"
+            )
             if bestb
             else ("-" if not any("qps_batch" in r for r in rows) else "not reached")
         )
@@ -553,7 +572,7 @@ def render_section(n: int, runs: list[dict[str, Any]], meta: dict[str, Any]) -> 
         lines += [
             "### Filtered search: best single-query QPS at recall@10 >= 0.95 (bucket < t)",
             "",
-            "Each cell: QPS at the cheapest setting reaching 0.95 (that setting, its recall); "
+            "Each cell: the best QPS among the settings reaching 0.95 (that setting, its recall); "
             "if none reaches it, the best recall seen and its QPS.",
             "",
             "| engine | " + " | ".join(sels) + " |",
@@ -680,19 +699,65 @@ def find_lookalike_python(explicit: str | None) -> str | None:
     return None
 
 
+def results_file(n: int, seed: int, nq: int) -> Path:
+    return RESULTS_DIR / f"ann_n{n}_s{seed}_q{nq}.json"
+
+
+def order_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    order = {g: i for i, g in enumerate(GROUPS)}
+    return sorted(runs, key=lambda r: order.get(r.get("group", ""), len(order)))
+
+
+def publish(
+    out: Path,
+    n: int,
+    rpath: Path,
+    kept: dict[str, dict[str, Any]],
+    runs: list[dict[str, Any]],
+    meta: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Save the raw results (kept earlier runs + this invocation's) and rewrite the section."""
+    all_runs = order_runs([*kept.values(), *runs])
+    rpath.parent.mkdir(parents=True, exist_ok=True)
+    rpath.write_text(json.dumps({"runs": all_runs}, indent=1, default=_json_default))
+    write_section(out, n, render_section(n, all_runs, meta))
+    return all_runs
+
+
+def render_only(args: argparse.Namespace) -> int:
+    """Rewrite the sections from the kept raw results (bench/.results), running nothing."""
+    from bench.peers import versions
+
+    for n in args.n:
+        rpath = results_file(n, args.seed, args.nq)
+        runs = order_runs(json.loads(rpath.read_text())["runs"])
+        newest = max((r.get("meta") or {} for r in runs), key=lambda m: str(m.get("date", "")))
+        same = [r for r in runs if (r.get("meta") or {}).get("date") == newest.get("date")]
+        wall = sum(float((r.get("meta") or {}).get("wall_s") or 0.0) for r in same)
+        meta: dict[str, Any] = {
+            "machine": machine(),
+            "command": newest.get("command", "?"),
+            "versions": newest.get("versions") or versions(),
+            "seed": args.seed,
+            "nq": args.nq,
+            "date": newest.get("date", "?"),
+            "load_start": newest.get("load_start", "?"),
+            "notes": [
+                f"Wall time of `{newest.get('command', '?')}`: {wall / 60:.1f} min "
+                f"({', '.join(r['group'] for r in same)})."
+            ],
+        }
+        write_section(Path(args.out), n, render_section(n, runs, meta))
+        print(f"rewrote N={n} in {args.out} from {rpath}")
+    return 0
+
+
 def driver(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.peers import versions
 
     engines = expand_engines(args.engines)
     command = "python bench/run_ann.py " + " ".join(shlex.quote(a) for a in argv)
     vers = versions()
-    meta_base = {
-        "machine": machine(),
-        "command": command,
-        "versions": vers,
-        "seed": args.seed,
-        "nq": args.nq,
-    }
     out = Path(args.out)
     look_py = None
     if any(e.startswith("lookalike") for e in engines):
@@ -711,13 +776,29 @@ def driver(args: argparse.Namespace, argv: list[str]) -> int:
     for n in args.n:
         t_start = time.perf_counter()
         D.load_dataset(n, args.seed, args.nq, data_dir=Path(args.data_dir))
-        meta = {
-            **meta_base,
+        meta: dict[str, Any] = {
+            "machine": machine(),
+            "command": command,
+            "versions": vers,
+            "seed": args.seed,
+            "nq": args.nq,
             "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "load_start": loadavg(),
             "notes": [],
         }
+        run_meta = {"date": meta["date"], "command": command, "load_start": meta["load_start"]}
+        rpath = results_file(n, args.seed, args.nq)
+        kept: dict[str, dict[str, Any]] = {}
+        if args.merge and rpath.exists():
+            try:
+                kept = {r["group"]: r for r in json.loads(rpath.read_text())["runs"]}
+            except (OSError, json.JSONDecodeError, KeyError):
+                kept = {}
+        kept = {g: r for g, r in kept.items() if g not in engines}
+        if kept:
+            print(f"NOTE: keeping earlier results of {', '.join(kept)} from {rpath}", flush=True)
         runs: list[dict[str, Any]] = []
+
         for g in engines:
             python = sys.executable
             if g.startswith("lookalike"):
@@ -731,12 +812,10 @@ def driver(args: argparse.Namespace, argv: list[str]) -> int:
                 meta["notes"].append(msg)
                 continue
             n_eff = n
+            slow_note = None
             if g in SLOW_GROUPS and n > args.slow_max_n:
                 n_eff = args.slow_max_n
-                meta["notes"].append(
-                    f"{g}: measured at N={n_eff:,} (--slow-max-n), not {n:,}: "
-                    "its full ingest is too slow here."
-                )
+                slow_note = f"{g}: measured at N={n_eff:,} (--slow-max-n), not {n:,}: its full ingest is too slow here."
                 D.load_dataset(n_eff, args.seed, args.nq, data_dir=Path(args.data_dir))
             with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tf:
                 rfile = tf.name
@@ -765,18 +844,22 @@ def driver(args: argparse.Namespace, argv: list[str]) -> int:
                 res = {"group": g, "builds": [], "ann": [], "filtered": [], "notes": []}
             finally:
                 Path(rfile).unlink(missing_ok=True)
+            res["meta"] = {**run_meta, "wall_s": el, "versions": vers}
+            if slow_note:
+                res.setdefault("notes", []).append(slow_note)
             if rc != 0:
                 why = "timed out" if rc == -999 else f"exited with {rc}"
                 res.setdefault("notes", []).append(f"{g}: the worker {why} after {el:.0f}s; partial results.")
                 print(f"NOTE: {g} {why}", flush=True)
             print(f"    [{g}: {el:.0f}s]", flush=True)
             runs.append(res)
-            write_section(out, n, render_section(n, runs, meta))
+            publish(out, n, rpath, kept, runs, meta)
         total = time.perf_counter() - t_start
-        meta["notes"].append(f"Total wall time of this section: {total / 60:.1f} min.")
-        text = render_section(n, runs, meta)
-        write_section(out, n, text)
-        print("\n" + text, flush=True)
+        meta["notes"].append(
+            f"Wall time of `{command}`: {total / 60:.1f} min ({', '.join(r['group'] for r in runs) or 'nothing run'})."
+        )
+        all_runs = publish(out, n, rpath, kept, runs, meta)
+        print("\n" + render_section(n, all_runs, meta), flush=True)
     return 0
 
 
@@ -800,9 +883,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, action="append", help="base set size; repeat for several")
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
-    ap.add_argument(
-        "--engines", default="all", help=f"comma list of {', '.join(GROUPS)} or {', '.join(ALIASES)}"
-    )
+    ap.add_argument("--engines", default="all", help=f"comma list of {', '.join(GROUPS)} or {', '.join(ALIASES)}")
     ap.add_argument("--seed", type=int, default=D.DEFAULT_SEED)
     ap.add_argument("--nq", type=int, default=D.DEFAULT_NQ)
     ap.add_argument("--ef", default=DEFAULT_EF, help="HNSW ef sweep (unfiltered)")
@@ -812,11 +893,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chroma-filtered-ef", default=DEFAULT_CHROMA_FILTERED_EF)
     ap.add_argument("--lance", default=DEFAULT_LANCE, help="lancedb nprobes/refine_factor sweep")
     ap.add_argument("--lance-filtered", default=DEFAULT_LANCE_FILTERED)
-    ap.add_argument(
-        "--time-budget", type=float, default=20.0, help="seconds per sweep point (single-query loop)"
-    )
+    ap.add_argument("--time-budget", type=float, default=20.0, help="seconds per sweep point (single-query loop)")
     ap.add_argument("--slow-max-n", type=int, default=100_000, help="largest N for chromadb / lancedb")
     ap.add_argument("--engine-timeout", type=float, default=3 * 3600.0, help="seconds per engine worker")
+    ap.add_argument(
+        "--no-merge",
+        dest="merge",
+        action="store_false",
+        help="forget earlier results of engines not run now (default: keep them, from bench/.results/)",
+    )
+    ap.add_argument("--render-only", action="store_true", help="rewrite the sections from bench/.results, run nothing")
     ap.add_argument("--no-filtered", action="store_true")
     ap.add_argument("--no-batch", action="store_true")
     ap.add_argument("--lookalike-python", default=None, help="interpreter that imports lookalike")
@@ -830,6 +916,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         args.n = args.n[0]
         return worker(args)
+    if args.render_only:
+        return render_only(args)
     return driver(args, argv)
 
 

@@ -175,9 +175,13 @@ def test_sigkill_loses_no_acknowledged_write(tmp_path: Path) -> None:
         # Records added after our last read were acknowledged to the writer too; no more can exist.
         assert len(col) >= len(expected)
         assert col.count({"n": {"$gte": 0}}) == len(col)
-        for rid in sorted(expected)[:: max(1, len(expected) // 25)]:
+        found_by_graph = 0
+        for rid in sorted(expected):
             vector = col.get_vector(rid)
             assert col.search(vector, limit=1, exact=True)[0]["_id"] == rid
-            assert rid in {h["_id"] for h in col.search(vector, limit=5)}
+            found_by_graph += rid in {h["_id"] for h in col.search(vector, limit=5)}
+        # The graph is approximate (and built by concurrent inserts): nearly every record finds
+        # itself there; the exact scan above finds every one.
+        assert found_by_graph >= 0.98 * len(expected)
         engine.close()
     assert len(acknowledged) > 1000

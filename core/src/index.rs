@@ -17,6 +17,7 @@ use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use usearch::{b1x8, Index as Hnsw, IndexOptions, MetricKind, ScalarKind};
@@ -34,6 +35,10 @@ pub const MAX_KEY: u64 = (u32::MAX - 1) as u64;
 /// Cost ratio of a graph node visit to an exact row scan, used by the planner (see
 /// `prefer_exact_scan`).
 const EXACT_SCAN_RATIO: f64 = 18.0;
+/// Batches smaller than this are inserted into the graph on one thread.
+const PARALLEL_ADD_MIN: usize = 1024;
+/// Filter results kept per index (see `CollectionIndex::allowed`).
+const FILTER_CACHE_SIZE: usize = 32;
 /// Group id of a record that has no group: it forms a group of its own.
 pub const NO_GROUP: u64 = u64::MAX;
 
@@ -270,6 +275,9 @@ pub struct SearchOptions {
     /// Force an exact scan.
     pub exact: bool,
     pub filter: Option<Expr>,
+    /// A stable text form of `filter` (the caller's canonical JSON, say): when given, the
+    /// filter's result is cached until the next write.
+    pub filter_key: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -314,6 +322,8 @@ struct State {
     live: Bitset,
     /// `live.count()`, kept so a search does not popcount the whole bitset.
     live_count: usize,
+    /// Bumped by every write that changes the live keys or field values (filter cache validity).
+    generation: u64,
     groups: Vec<u64>,
     fields: FieldIndexes,
     removed_since_rebuild: usize,
@@ -336,6 +346,7 @@ pub struct CollectionIndex {
     writer: Mutex<()>,
     counters: Counters,
     default_ef: AtomicUsize,
+    filter_cache: Mutex<Vec<(String, u64, Arc<Bitset>)>>,
 }
 
 fn check_ef(ef: usize) -> CoreResult<()> {
@@ -381,11 +392,13 @@ impl CollectionIndex {
                 slots: 0,
                 live: Bitset::new(0),
                 live_count: 0,
+                generation: 0,
                 groups: Vec::new(),
                 fields,
                 removed_since_rebuild: 0,
             }),
             default_ef: AtomicUsize::new(config.expansion_search),
+            filter_cache: Mutex::new(Vec::new()),
             config,
             writer: Mutex::new(()),
             counters: Counters::default(),
@@ -539,6 +552,7 @@ impl CollectionIndex {
         // Phase 1, exclusive and short: make room, drop replaced keys from the graph, copy rows.
         {
             let mut state = self.state.write();
+            state.generation += 1;
             let max_key = keys.iter().copied().max().unwrap_or(0) as usize;
             let wanted = (max_key + 1).max(state.slots);
             if wanted > state.slots {
@@ -573,7 +587,13 @@ impl CollectionIndex {
         // Phase 2, shared: the graph insertions, in parallel, while searches go on.
         {
             let state = self.state.read();
-            let threads = threads.clamp(1, 64).min(keys.len());
+            // Small batches go in on one thread: concurrent inserts of a few nodes that are near
+            // each other can miss linking them, and the speed-up only matters for bulk loads.
+            let threads = if keys.len() < PARALLEL_ADD_MIN {
+                1
+            } else {
+                threads.clamp(1, 64).min(keys.len())
+            };
             let chunk = keys.len().div_ceil(threads);
             let errors: Vec<CoreResult<()>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = keys
@@ -619,6 +639,7 @@ impl CollectionIndex {
             state.live.insert(key);
         }
         state.live_count = state.live.count();
+        state.generation += 1;
         Ok(())
     }
 
@@ -627,6 +648,7 @@ impl CollectionIndex {
     pub fn remove(&self, keys: &[u64]) -> CoreResult<usize> {
         let _writer = self.writer.lock();
         let mut state = self.state.write();
+        state.generation += 1;
         let mut removed = 0;
         for &key in keys {
             if state.live.contains(key) {
@@ -666,6 +688,7 @@ impl CollectionIndex {
     pub fn index_fields(&self, entries: &[(u64, String, Vec<FieldValue>)]) -> CoreResult<()> {
         let _writer = self.writer.lock();
         let mut state = self.state.write();
+        state.generation += 1;
         for (key, field, values) in entries {
             state.fields.insert(*key, field, values)?;
         }
@@ -676,6 +699,7 @@ impl CollectionIndex {
     pub fn unindex_fields(&self, entries: &[(u64, String, Vec<FieldValue>)]) -> CoreResult<()> {
         let _writer = self.writer.lock();
         let mut state = self.state.write();
+        state.generation += 1;
         for (key, field, values) in entries {
             state.fields.remove(*key, field, values)?;
         }
@@ -868,11 +892,39 @@ impl CollectionIndex {
         Ok((hits, plan))
     }
 
-    fn allowed(&self, state: &State, options: &SearchOptions) -> CoreResult<Option<Bitset>> {
-        match &options.filter {
-            None | Some(Expr::All) => Ok(None),
-            Some(expr) => Ok(Some(filter::evaluate(expr, &state.fields, &state.live)?)),
+    /// The passing keys of the search's filter. With a `filter_key`, results are cached until
+    /// the next write, so an application repeating a filter (a category, a price band) pays for
+    /// its evaluation once.
+    fn allowed(&self, state: &State, options: &SearchOptions) -> CoreResult<Option<Arc<Bitset>>> {
+        let expr = match &options.filter {
+            None | Some(Expr::All) => return Ok(None),
+            Some(expr) => expr,
+        };
+        let Some(cache_key) = &options.filter_key else {
+            return Ok(Some(Arc::new(filter::evaluate(
+                expr,
+                &state.fields,
+                &state.live,
+            )?)));
+        };
+        let generation = state.generation;
+        {
+            let cache = self.filter_cache.lock();
+            if let Some((_, _, bitset)) = cache
+                .iter()
+                .find(|(key, gen, _)| *gen == generation && key == cache_key)
+            {
+                return Ok(Some(bitset.clone()));
+            }
         }
+        let bitset = Arc::new(filter::evaluate(expr, &state.fields, &state.live)?);
+        let mut cache = self.filter_cache.lock();
+        cache.retain(|(_, gen, _)| *gen == generation);
+        if cache.len() >= FILTER_CACHE_SIZE {
+            cache.remove(0);
+        }
+        cache.push((cache_key.clone(), generation, bitset.clone()));
+        Ok(Some(bitset))
     }
 
     /// k-nearest search for one query: hits ranked [offset, offset + limit).
@@ -881,7 +933,7 @@ impl CollectionIndex {
         let state = self.state.read();
         let allowed = self.allowed(&state, options)?;
         let needed = options.offset.saturating_add(options.limit);
-        let (hits, plan) = self.ranked(&state, &query, needed, options, allowed.as_ref())?;
+        let (hits, plan) = self.ranked(&state, &query, needed, options, allowed.as_deref())?;
         Ok(SearchResult {
             hits: hits.into_iter().skip(options.offset).collect(),
             plan,
@@ -910,7 +962,7 @@ impl CollectionIndex {
         let threads = threads.clamp(1, 64).min(count.max(1));
         let chunk = count.div_ceil(threads).max(1);
         let state_ref = &*state;
-        let allowed_ref = allowed.as_ref();
+        let allowed_ref = allowed.as_deref();
         let parts: Vec<CoreResult<Vec<SearchResult>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..count)
                 .step_by(chunk)
@@ -991,7 +1043,8 @@ impl CollectionIndex {
             .max(64);
         loop {
             let pool_now = pool.min(total);
-            let (hits, plan) = self.ranked(&state, &query, pool_now, options, allowed.as_ref())?;
+            let (hits, plan) =
+                self.ranked(&state, &query, pool_now, options, allowed.as_deref())?;
             let grouped =
                 group::top_groups(&hits, group_of, options.offset, options.limit, group_size);
             let exhausted = pool_now >= total || hits.len() < pool_now;
@@ -1269,12 +1322,14 @@ impl CollectionIndex {
                 store,
                 slots,
                 live_count: live.count(),
+                generation: 0,
                 live,
                 groups,
                 fields,
                 removed_since_rebuild,
             }),
             default_ef: AtomicUsize::new(config.expansion_search),
+            filter_cache: Mutex::new(Vec::new()),
             config,
             writer: Mutex::new(()),
             counters: Counters::default(),

@@ -71,6 +71,7 @@ class Index:
         ef: int | None = None,
         exact: bool = False,
         threads: int | None = None,
+        filter_key: str | None = None,
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32], npt.NDArray[np.uint32], list[str]]: ...
     def search_grouped(
         self,
@@ -82,6 +83,7 @@ class Index:
         filter: Any = None,
         ef: int | None = None,
         exact: bool = False,
+        filter_key: str | None = None,
     ) -> tuple[list[tuple[int, npt.NDArray[np.uint64], npt.NDArray[np.float32]]], str]: ...
     def needs_rebuild(self) -> bool: ...
     def rebuild(self, threads: int | None = None) -> None: ...

@@ -139,6 +139,7 @@ class Collection:
         self._core_fields = [name for path_ in self._fields for name in (path_, path_ + PRESENCE_SUFFIX)]
         self._changes_since_snapshot = 0
         self._rebuild_thread: threading.Thread | None = None
+        self._compiled_filters: dict[str, tuple[Any, ...]] = {}
         self._index = self._open_index()
 
     # -- opening ---------------------------------------------------------------------------
@@ -663,9 +664,41 @@ class Collection:
         return np.asarray(keys, dtype=np.uint64)
 
     def _compile(self, filter: Mapping[str, Any] | Filter | None) -> tuple[Any, ...] | None:
+        return self._compile_keyed(filter)[0]
+
+    def _compile_keyed(self, filter: Mapping[str, Any] | Filter | None) -> tuple[tuple[Any, ...] | None, str | None]:
+        """The core form of a filter and, when it depends on the field indexes only, a stable
+        key under which the core caches its result until the next write. Compiled forms of such
+        filters are cached here too: an application usually repeats a handful of filters."""
+        if filter is None or isinstance(filter, Filter):
+            parsed = filters_module.parse(filter)
+            return (None if parsed is None else self._compile_parsed(parsed)), None
+        try:
+            key = dumps(filter)
+        except (TypeError, ValueError):
+            key = None  # not JSON: parse() explains what is wrong with it
+        if key is not None:
+            cached = self._compiled_filters.get(key)
+            if cached is not None:
+                return cached, key
         parsed = filters_module.parse(filter)
         if parsed is None:
-            return None
+            return None, None
+        fallbacks = [0]
+
+        def fallback(sub: Filter) -> np.ndarray:
+            fallbacks[0] += 1
+            return self._fallback_keys(sub)
+
+        compiled = filters_module.compile_filter(parsed, self._indexed, fallback)
+        if fallbacks[0] or key is None:
+            return compiled, None
+        if len(self._compiled_filters) >= 256:
+            self._compiled_filters.pop(next(iter(self._compiled_filters)))
+        self._compiled_filters[key] = compiled
+        return compiled, key
+
+    def _compile_parsed(self, parsed: Filter) -> tuple[Any, ...]:
         return filters_module.compile_filter(parsed, self._indexed, self._fallback_keys)
 
     def _filter_keys(self, filter: Mapping[str, Any]) -> np.ndarray:
@@ -726,12 +759,14 @@ class Collection:
         limit = _check_limit(limit)
         offset = _check_offset(offset)
         query = self._query_matrix(vector) if vector is not None else self.get_vector(id or "").reshape(1, -1)
-        compiled = self._compile(filter)
+        compiled, filter_key = self._compile_keyed(filter)
         if group_by is not None:
-            return self._search_grouped(query, limit, offset, compiled, group_by, group_size, fields, ef, exact)
+            return self._search_grouped(
+                query, limit, offset, compiled, filter_key, group_by, group_size, fields, ef, exact
+            )
         for _attempt in range(3):
             keys, distances, counts, _plans = self._index.search(
-                query, limit, offset=offset, filter=compiled, ef=ef, exact=exact
+                query, limit, offset=offset, filter=compiled, ef=ef, exact=exact, filter_key=filter_key
             )
             count = int(counts[0])
             hit_keys = [int(k) for k in keys[0][:count]]
@@ -755,6 +790,7 @@ class Collection:
         limit: int,
         offset: int,
         compiled: tuple[Any, ...] | None,
+        filter_key: str | None,
         group_by: str,
         group_size: int,
         fields: Sequence[str] | None,
@@ -769,7 +805,7 @@ class Collection:
         if isinstance(group_size, bool) or not isinstance(group_size, int) or not 1 <= group_size <= 100:
             raise InvalidInputError(f"group_size must be an integer from 1 to 100, got {group_size!r}")
         groups, _plan = self._index.search_grouped(
-            query, limit, group_size, offset=offset, filter=compiled, ef=ef, exact=exact
+            query, limit, group_size, offset=offset, filter=compiled, ef=ef, exact=exact, filter_key=filter_key
         )
         all_keys = [int(k) for _, keys, _ in groups for k in keys]
         records = self._store.records_by_key(all_keys)
@@ -810,8 +846,9 @@ class Collection:
             raise DimensionMismatchError(f"queries must have shape [n, {width}], got {list(matrix.shape)}")
         if not binary and not np.isfinite(matrix).all():
             raise InvalidVectorError("a query contains NaN or infinity")
+        compiled, filter_key = self._compile_keyed(filter)
         keys, distances, counts, plans = self._index.search(
-            matrix, limit, offset=offset, filter=self._compile(filter), ef=ef, exact=exact, threads=threads
+            matrix, limit, offset=offset, filter=compiled, ef=ef, exact=exact, threads=threads, filter_key=filter_key
         )
         return SearchBatch(keys, distances, counts, list(plans), self)
 

@@ -557,7 +557,7 @@ impl Index {
 
     /// Batch k-nearest search: returns `(keys[n, limit], distances[n, limit], counts[n], plans)`.
     /// Missing hits (fewer than `limit` matches) have key 2**64-1 and distance inf.
-    #[pyo3(signature = (queries, limit, *, offset = 0, filter = None, ef = None, exact = false, threads = None))]
+    #[pyo3(signature = (queries, limit, *, offset = 0, filter = None, ef = None, exact = false, threads = None, filter_key = None))]
     #[allow(clippy::too_many_arguments)]
     fn search<'py>(
         &self,
@@ -569,6 +569,7 @@ impl Index {
         ef: Option<usize>,
         exact: bool,
         threads: Option<usize>,
+        filter_key: Option<String>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let queries = OwnedVectors::from_py(py, queries)?;
         let options = SearchOptions {
@@ -577,6 +578,7 @@ impl Index {
             ef,
             exact,
             filter: parse_filter(py, filter)?,
+            filter_key,
         };
         let count = queries.rows();
         let threads = threads.unwrap_or(1);
@@ -598,7 +600,7 @@ impl Index {
 
     /// Grouped search for one query: returns `(groups, plan)` where groups is a list of
     /// `(group_id, keys, distances)`; records without a group have group id 2**64-1.
-    #[pyo3(signature = (query, limit, group_size, *, offset = 0, filter = None, ef = None, exact = false))]
+    #[pyo3(signature = (query, limit, group_size, *, offset = 0, filter = None, ef = None, exact = false, filter_key = None))]
     #[allow(clippy::too_many_arguments)]
     fn search_grouped<'py>(
         &self,
@@ -610,6 +612,7 @@ impl Index {
         filter: Option<&Bound<'py, PyAny>>,
         ef: Option<usize>,
         exact: bool,
+        filter_key: Option<String>,
     ) -> PyResult<Bound<'py, PyTuple>> {
         let query = OwnedVectors::from_py(py, query)?;
         if query.rows() != 1 {
@@ -621,6 +624,7 @@ impl Index {
             ef,
             exact,
             filter: parse_filter(py, filter)?,
+            filter_key,
         };
         let result = py
             .detach(|| {
