@@ -597,6 +597,8 @@ class Lookalike(Peer):
         self.col: Any = None
         self.filter: dict[str, Any] | None = None
         self.param: Any = 64
+        self.threads: dict[str, int] = {}  # passed as threads= where search_vectors accepts it
+        self._has_threads: bool | None = None
 
     def build(self, vectors: np.ndarray, bucket: np.ndarray, category: np.ndarray) -> float:
         n, d = vectors.shape
@@ -632,12 +634,25 @@ class Lookalike(Peer):
             keys = np.concatenate([keys, np.full((keys.shape[0], k - keys.shape[1]), -1, np.int64)], axis=1)
         return keys
 
+    def _set_threads(self, n: int) -> None:
+        if self._has_threads is None:
+            import inspect
+
+            self._has_threads = "threads" in inspect.signature(self.col.search_vectors).parameters
+        self.threads = {"threads": n} if self._has_threads else {}
+
+    def single_thread(self) -> None:
+        self._set_threads(1)
+
+    def batch_threads(self) -> None:
+        self._set_threads(BATCH_THREADS)
+
     def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
-        r = self.col.search_vectors(q.reshape(1, -1), limit=k, filter=self.filter, ef=int(self.param))
+        r = self.col.search_vectors(q.reshape(1, -1), limit=k, filter=self.filter, ef=int(self.param), **self.threads)
         return self._keys(r, k)[0]
 
     def search_batch(self, queries: np.ndarray, k: int) -> np.ndarray:
-        r = self.col.search_vectors(queries, limit=k, filter=self.filter, ef=int(self.param))
+        r = self.col.search_vectors(queries, limit=k, filter=self.filter, ef=int(self.param), **self.threads)
         return self._keys(r, k)
 
     def memory_bytes(self) -> int | None:
