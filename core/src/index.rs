@@ -775,9 +775,12 @@ impl CollectionIndex {
                 k,
             )
         };
+        // Cosine distances of unit vectors lie in [0, 2]; rounding can dip a hair below 0 for a
+        // record's own vector, which would print as "-0.0000".
+        let floor = if self.config.metric == Metric::Cos { 0.0 } else { f32::NEG_INFINITY };
         pairs
             .into_iter()
-            .map(|(key, distance)| Hit { key, distance })
+            .map(|(key, distance)| Hit { key, distance: distance.max(floor) })
             .collect()
     }
 
