@@ -43,7 +43,7 @@ const FILTER_CACHE_SIZE: usize = 32;
 pub const NO_GROUP: u64 = u64::MAX;
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"LKLKIDX1";
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 const HNSW_FILE: &str = "hnsw.usearch";
 const STATE_FILE: &str = "state.bin";
 
@@ -777,10 +777,17 @@ impl CollectionIndex {
         };
         // Cosine distances of unit vectors lie in [0, 2]; rounding can dip a hair below 0 for a
         // record's own vector, which would print as "-0.0000".
-        let floor = if self.config.metric == Metric::Cos { 0.0 } else { f32::NEG_INFINITY };
+        let floor = if self.config.metric == Metric::Cos {
+            0.0
+        } else {
+            f32::NEG_INFINITY
+        };
         pairs
             .into_iter()
-            .map(|(key, distance)| Hit { key, distance: distance.max(floor) })
+            .map(|(key, distance)| Hit {
+                key,
+                distance: distance.max(floor),
+            })
             .collect()
     }
 
@@ -1194,9 +1201,12 @@ impl CollectionIndex {
             .ok_or_else(|| CoreError::Io("snapshot path is not valid UTF-8".into()))?;
         state.hnsw.save(hnsw_path_str)?;
         File::open(&hnsw_path)?.sync_all()?;
+        let hnsw_crc = file_crc(&hnsw_path)?;
         let state_path = directory.join(STATE_FILE);
         let file = File::create(&state_path)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        // Everything is checksummed (the graph file by its CRC in the header): a torn or damaged
+        // snapshot is refused at load, and the engine rebuilds from its database instead.
+        let mut out = Checksummed::new(BufWriter::with_capacity(1 << 20, file));
         out.write_all(SNAPSHOT_MAGIC)?;
         out.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;
         out.write_all(&sequence.to_le_bytes())?;
@@ -1207,6 +1217,7 @@ impl CollectionIndex {
         ])?;
         out.write_all(&(state.slots as u64).to_le_bytes())?;
         out.write_all(&(state.removed_since_rebuild as u64).to_le_bytes())?;
+        out.write_all(&hnsw_crc.to_le_bytes())?;
         let live = state.live.to_vec();
         out.write_all(&(live.len() as u64).to_le_bytes())?;
         for key in &live {
@@ -1223,6 +1234,9 @@ impl CollectionIndex {
             }
         }
         state.fields.save(&mut out)?;
+        let crc = out.hasher.clone().finalize();
+        let mut out = out.inner;
+        out.write_all(&crc.to_le_bytes())?;
         let file = out
             .into_inner()
             .map_err(|error| CoreError::Io(error.to_string()))?;
@@ -1237,7 +1251,7 @@ impl CollectionIndex {
         let state_path = directory.join(STATE_FILE);
         let file = File::open(&state_path)?;
         let file_len = file.metadata()?.len();
-        let mut input = BufReader::with_capacity(1 << 20, file);
+        let mut input = Checksummed::new(BufReader::with_capacity(1 << 20, file));
         let corrupt = |what: &str| CoreError::Corrupt(format!("{}: {what}", state_path.display()));
         let mut magic = [0u8; 8];
         input
@@ -1265,6 +1279,7 @@ impl CollectionIndex {
         let slots = read_u64(&mut input).map_err(|_| corrupt("truncated header"))? as usize;
         let removed_since_rebuild =
             read_u64(&mut input).map_err(|_| corrupt("truncated header"))? as usize;
+        let hnsw_crc = read_u32(&mut input).map_err(|_| corrupt("truncated header"))?;
         let live_count = read_u64(&mut input).map_err(|_| corrupt("truncated header"))? as usize;
         let row = config.row_len();
         let element: usize = if config.is_binary() { 1 } else { 4 };
@@ -1308,8 +1323,16 @@ impl CollectionIndex {
                 .collect();
         }
         let fields = FieldIndexes::load(&mut input)?;
-        let hnsw = Hnsw::new(&config.hnsw_options())?;
+        let computed = input.hasher.clone().finalize();
+        let stored = read_u32(&mut input.inner).map_err(|_| corrupt("missing checksum"))?;
+        if computed != stored {
+            return Err(corrupt("checksum mismatch"));
+        }
         let hnsw_path = directory.join(HNSW_FILE);
+        if file_crc(&hnsw_path).map_err(|_| corrupt("graph file unreadable"))? != hnsw_crc {
+            return Err(corrupt("graph file checksum mismatch"));
+        }
+        let hnsw = Hnsw::new(&config.hnsw_options())?;
         let hnsw_path_str = hnsw_path
             .to_str()
             .ok_or_else(|| CoreError::Io("snapshot path is not valid UTF-8".into()))?;
@@ -1347,6 +1370,54 @@ pub struct StoredVectors {
     pub floats: Vec<f32>,
     pub bits: Vec<u8>,
     pub found: Vec<bool>,
+}
+
+/// A reader or writer that checksums every byte passing through it.
+struct Checksummed<T> {
+    inner: T,
+    hasher: crc32fast::Hasher,
+}
+
+impl<T> Checksummed<T> {
+    fn new(inner: T) -> Self {
+        Checksummed {
+            inner,
+            hasher: crc32fast::Hasher::new(),
+        }
+    }
+}
+
+impl<W: Write> Write for Checksummed<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.hasher.update(&bytes[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: Read> Read for Checksummed<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.hasher.update(&buffer[..read]);
+        Ok(read)
+    }
+}
+
+fn file_crc(path: &Path) -> CoreResult<u32> {
+    let mut file = File::open(path)?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            return Ok(hasher.finalize());
+        }
+        hasher.update(&buffer[..read]);
+    }
 }
 
 fn metric_code(metric: Metric) -> u8 {
@@ -1653,11 +1724,26 @@ mod tests {
                 "cut at {cut}"
             );
         }
-        let mut flipped = bytes.clone();
-        let last = flipped.len() - 3;
-        flipped[last] ^= 0xff;
-        fs::write(&state, &flipped).unwrap();
-        assert!(CollectionIndex::load(index.config().clone(), &directory).is_err());
+        for position in [60, bytes.len() / 2, bytes.len() - 3] {
+            let mut flipped = bytes.clone();
+            flipped[position] ^= 0x10;
+            fs::write(&state, &flipped).unwrap();
+            assert!(
+                CollectionIndex::load(index.config().clone(), &directory).is_err(),
+                "flip at {position}"
+            );
+        }
+        fs::write(&state, &bytes).unwrap();
+        assert!(CollectionIndex::load(index.config().clone(), &directory).is_ok());
+        let graph = directory.join(HNSW_FILE);
+        let mut graph_bytes = fs::read(&graph).unwrap();
+        let middle = graph_bytes.len() / 2;
+        graph_bytes[middle] ^= 0x10;
+        fs::write(&graph, &graph_bytes).unwrap();
+        assert!(matches!(
+            CollectionIndex::load(index.config().clone(), &directory),
+            Err(CoreError::Corrupt(_))
+        ));
         fs::remove_dir_all(&directory).unwrap();
     }
 
