@@ -22,6 +22,7 @@ expansion_add = 200 (faiss' own default efConstruction is 40; we set 200 explici
 
 from __future__ import annotations
 
+import abc
 import gc
 import os
 import shutil
@@ -57,28 +58,30 @@ def _pad(ids: np.ndarray, k: int) -> np.ndarray:
     return ids
 
 
-class Peer:
+class Peer(abc.ABC):
     name = "peer"
     param_name = "ef"
     batch = True
     filtered = False
     index_note = ""
 
+    @abc.abstractmethod
     def build(self, vectors: np.ndarray, bucket: np.ndarray, category: np.ndarray) -> float:
         """vectors float32 [n, d]; bucket int [n]; category str (object) [n]. Returns seconds."""
-        raise NotImplementedError
 
     def set_param(self, p: Any) -> None:
         self.param = p
 
     def set_filter(self, threshold: int | None, mask: np.ndarray | None) -> None:
-        raise NotImplementedError(f"{self.name} has no filtered search")
+        raise TypeError(f"{self.name} has no filtered search (filtered = False)")
 
+    @abc.abstractmethod
     def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
-        raise NotImplementedError
+        """Ids of the k nearest to one query."""
 
     def search_batch(self, queries: np.ndarray, k: int) -> np.ndarray:
-        raise NotImplementedError
+        """Ids [nq, k] of the k nearest to each query (engines with `batch = True`)."""
+        raise TypeError(f"{self.name} has no batch search (batch = False)")
 
     def memory_bytes(self) -> int | None:
         return None
@@ -87,10 +90,12 @@ class Peer:
         return None
 
     def single_thread(self) -> None:
-        """Called before single-query timing."""
+        """Called before single-query timing (optional hook)."""
+        return None
 
     def batch_threads(self) -> None:
-        """Called before batched timing."""
+        """Called before batched timing (optional hook)."""
+        return None
 
     def close(self) -> None:
         gc.collect()
