@@ -55,6 +55,7 @@ def test_reopen_gives_same_answers(tmp_path: Path, snapshot: bool) -> None:
         engine.close()
     else:  # as after a crash: no snapshot at close, everything comes back by replay
         col.close(snapshot=False)
+        engine.close()
     engine = lookalike.Engine(tmp_path)
     col = engine.collection("d")
     assert answers(col) == before
@@ -74,6 +75,7 @@ def test_replay_after_snapshot_keeps_field_indexes_exact(tmp_path: Path) -> None
     col.update([{"_id": f"id{i}", "tag": "z"} for i in range(2, 200, 5) if i % 3 != 1 and i % 7])
     before = answers(col) + [col.count({"bucket": 77}), col.count({"tag": "z"}), col.count({"tag": "b"})]
     col.close(snapshot=False)
+    engine.close()
     engine = lookalike.Engine(tmp_path)
     col = engine.collection("d")
     assert answers(col) + [col.count({"bucket": 77}), col.count({"tag": "z"}), col.count({"tag": "b"})] == before
@@ -97,6 +99,23 @@ def test_damaged_snapshot_falls_back_to_database(tmp_path: Path) -> None:
         (snapshot / "hnsw.usearch").write_bytes(b"garbage")
     engine = lookalike.Engine(tmp_path)
     assert answers(engine.collection("d")) == before
+    engine.close()
+
+
+def test_a_data_folder_has_one_engine_at_a_time(tmp_path: Path) -> None:
+    engine = lookalike.Engine(tmp_path)
+    engine.create_collection("x", ndim=2).add([{"_id": "a", "_vector": [1, 0]}])
+    with pytest.raises(lookalike.StorageError, match="in use"):
+        lookalike.Engine(tmp_path)
+    other = subprocess.run(
+        [sys.executable, "-c", "import sys, lookalike; lookalike.Engine(sys.argv[1])", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert other.returncode != 0 and "in use" in other.stderr
+    engine.close()
+    engine = lookalike.Engine(tmp_path)  # released by close
+    assert len(engine.collection("x")) == 1
     engine.close()
 
 

@@ -880,6 +880,28 @@ def _check_offset(offset: Any) -> int:
     return offset
 
 
+def _lock_folder(path: Path) -> Any:
+    """Takes an exclusive lock on the data folder for this engine's lifetime.
+
+    Two engines on one folder would each keep an index that misses the other's writes, and a
+    snapshot by one could then hide the other's records from search; so the second is refused.
+    The operating system drops the lock when the process dies, so a crash never leaves it stale.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory locks to take
+        return None
+    handle = open(path / ".lock", "a+b")  # noqa: SIM115 - held open for the engine's lifetime
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        handle.close()
+        raise StorageError(
+            f"data folder {path} is in use by another engine (in this or another process); close that one first"
+        ) from error
+    return handle
+
+
 def _fsync_directory(directory: Path) -> None:
     try:
         descriptor = os.open(directory, os.O_RDONLY)
@@ -905,6 +927,7 @@ class Engine:
             (self.path / "collections").mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StorageError(f"cannot create data folder {self.path}: {error}") from error
+        self._lock_file = _lock_folder(self.path)
         self._collections: dict[str, Collection] = {}
         self._lock = threading.RLock()
         self._closed = False
@@ -1038,9 +1061,16 @@ class Engine:
             shutil.rmtree(trash, ignore_errors=True)
 
     def close(self) -> None:
-        """Closes every open collection (taking a snapshot of each)."""
+        """Closes every open collection (taking a snapshot of each) and releases the folder."""
         with self._lock:
-            for collection in self._collections.values():
-                collection.close()
-            self._collections.clear()
-            self._closed = True
+            if self._closed:
+                return
+            try:
+                for collection in self._collections.values():
+                    collection.close()
+            finally:
+                self._collections.clear()
+                self._closed = True
+                if self._lock_file is not None:
+                    self._lock_file.close()  # closing the descriptor releases the lock
+                    self._lock_file = None
