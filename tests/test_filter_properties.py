@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lookalike
 
 from .reference import evaluate
-from .test_filters import INDEXED, NDIM, make_records
+from .test_filters import collections  # noqa: F401 - the shared module fixture
 
 FIELDS = ["category", "price", "tags", "in_stock", "spec.color", "spec.size", "items.color", "mixed", "absent"]
 SCALARS = st.one_of(
@@ -56,23 +55,11 @@ def filters() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    engine = lookalike.Engine(tmp_path_factory.mktemp("properties"))
-    records = make_records()
-    indexed = engine.create_collection("indexed", ndim=NDIM, fields_to_index=INDEXED)
-    plain = engine.create_collection("plain", ndim=NDIM)
-    indexed.add(records)
-    plain.add(records)
-    docs = [{k: v for k, v in r.items() if k != "_vector"} for r in records]
-    yield docs, indexed, plain
-    engine.close()
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=filters())
-def test_random_filters_match_reference(setup: Any, spec: dict[str, Any]) -> None:
-    docs, indexed, plain = setup
+def test_random_filters_match_reference(collections: Any, spec: dict[str, Any]) -> None:  # noqa: F811
+    records, indexed, plain = collections
+    docs = [{k: v for k, v in r.items() if k != "_vector"} for r in records]
     expected = sum(1 for doc in docs if evaluate(doc, spec))
     assert indexed.count(spec) == expected
     assert plain.count(spec) == expected
