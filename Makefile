@@ -17,16 +17,22 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip 'maturin>=1.7,<2'
 
-# Builds the core in release mode and installs `lookalike` (editable) with its test extras.
+PLUGINS := plugins/generic plugins/products plugins/colors plugins/matching
+# The README's worked example of a third-party collection type; installed so its tests run.
+EXAMPLES := examples/plugin-thumbnail
+
+# Builds the core in release mode and installs `lookalike` (editable) with its test extras,
+# then the built-in collection types (each its own distribution, found through its entry point).
 setup: $(VENV)/bin/python
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
 		$(VENV)/bin/maturin develop --release --extras test --quiet
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation $(addprefix -e ,$(PLUGINS) $(EXAMPLES))
 
 test-rust:
 	cargo test --release --manifest-path core/Cargo.toml
 
 lint: setup
-	$(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/ruff check python tests bench plugins examples
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest lookalike._core --allowlist .stubtest-allowlist
 	$(VENV)/bin/lint-imports

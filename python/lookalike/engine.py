@@ -23,7 +23,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from lookalike import _core
+from lookalike import _core, images, models
 from lookalike import filters as filters_module
 from lookalike.errors import (
     ClosedError,
@@ -36,14 +36,27 @@ from lookalike.errors import (
     InvalidInputError,
     InvalidRecordError,
     InvalidVectorError,
+    LookalikeError,
+    PluginError,
     RecordNotFoundError,
     StorageError,
     UnsupportedError,
 )
 from lookalike.filters import PRESENCE_SUFFIX, Filter, indexable_values
+from lookalike.ingest import IMAGE_FIELDS, Embedded, Embedder, Fetch, InsertResult, RecordError, has_image
+from lookalike.sdk.registry import Registry, default_registry
+from lookalike.sdk.types import (
+    CollectionType,
+    SupportsColorQuery,
+    SupportsMultiVector,
+    SupportsTextQuery,
+    TypeContext,
+    parse_colors,
+    query_kinds,
+)
 from lookalike.storage import CollectionStore, StoredRecord, dumps
 
-__all__ = ["Engine", "Collection", "CollectionConfig", "SearchBatch", "RecordPage"]
+__all__ = ["Engine", "Collection", "CollectionConfig", "SearchBatch", "RecordPage", "InsertResult", "RecordError"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +89,11 @@ class CollectionConfig(msgspec.Struct, frozen=True, kw_only=True):
     expansion_search: int = 64
     exact_threshold: int = 0
     store_images: bool = False
+    #: The collection type's configuration and version (image types; empty for "vectors").
+    type_config: dict[str, Any] = msgspec.field(default_factory=dict)
+    type_version: str = ""
+    #: Vectors per record (types with several views of an image).
+    views: int = 1
     format_version: int = 1
 
 
@@ -121,17 +139,28 @@ def _field_image(data: Mapping[str, Any], fields: Sequence[str]) -> dict[str, li
     return image
 
 
-def _entries(key: int, image: Mapping[str, list[Any]]) -> list[tuple[int, str, list[Any]]]:
-    return [(key, name, values) for name, values in image.items()]
+def _entries(key: int, image: Mapping[str, list[Any]], views: int = 1) -> list[tuple[int, str, list[Any]]]:
+    """Field index entries of one record, for each of its index keys (``key * views + view``)."""
+    return [(key * views + view, name, values) for view in range(views) for name, values in image.items()]
 
 
 class Collection:
     """A named set of records with vectors. Get one from :class:`Engine`; thread-safe."""
 
-    def __init__(self, engine: Engine, path: Path, config: CollectionConfig) -> None:
+    def __init__(
+        self, engine: Engine, path: Path, config: CollectionConfig, type_: CollectionType | None = None
+    ) -> None:
         self._engine = engine
         self._path = path
         self.config = config
+        #: The collection type's instance (None for plain "vectors" collections).
+        self.type = type_
+        self._views = config.views
+        self._embedder = (
+            Embedder(type_, fetch=engine.fetch, allow_files=engine.allow_files, max_pixels=engine.max_image_pixels)
+            if type_ is not None
+            else None
+        )
         self._store = CollectionStore(path / DATABASE_FILE)
         self._closed = False
         self._fields = tuple(config.fields_to_index)
@@ -187,32 +216,52 @@ class Collection:
         return index
 
     def _vectors_of(self, records: Sequence[StoredRecord]) -> np.ndarray:
+        """``[len(records) * views, width]``: each record's views, one after the other."""
         dtype = np.uint8 if self.config.precision == "binary" else np.float32
         width = self.config.ndim // 8 if self.config.precision == "binary" else self.config.ndim
-        matrix = np.empty((len(records), width), dtype=dtype)
+        matrix = np.empty((len(records), width * self._views), dtype=dtype)
         for row, record in enumerate(records):
             matrix[row] = np.frombuffer(record.vector, dtype=dtype)
-        return matrix
+        return matrix.reshape(len(records) * self._views, width)
+
+    def _index_keys(self, keys: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The index keys of records: a record with several views owns ``key * views + view``."""
+        base = np.asarray(keys, dtype=np.uint64).reshape(-1)
+        if self._views == 1:
+            return base
+        views = np.uint64(self._views)
+        return (base[:, None] * views + np.arange(self._views, dtype=np.uint64)).reshape(-1)
+
+    def _record_keys(self, index_keys: np.ndarray) -> np.ndarray:
+        """Record keys of index keys (order kept, duplicates dropped when records have views)."""
+        keys = np.asarray(index_keys, dtype=np.uint64)
+        if self._views == 1:
+            return keys
+        collapsed: np.ndarray = keys // np.uint64(self._views)
+        _, first = np.unique(collapsed, return_index=True)
+        return np.asarray(collapsed[np.sort(first)], dtype=np.uint64)
 
     def _apply_records(
         self, index: _core.Index, records: Sequence[StoredRecord], before: Mapping[int, Mapping[str, list[Any]]]
     ) -> None:
         """Puts records (already committed) into the index; `before` holds the field values to
         take out first for keys that were indexed with other values."""
-        unindex = [entry for key, image in before.items() for entry in _entries(key, image)]
+        unindex = [entry for key, image in before.items() for entry in _entries(key, image, self._views)]
         if unindex:
             index.unindex_fields(unindex)
         if not records:
             return
-        keys = np.fromiter((r.key for r in records), dtype=np.uint64, count=len(records))
+        keys = self._index_keys([r.key for r in records])
         groups = np.fromiter(
             (int(_core.NO_GROUP) if r.group_id is None else r.group_id for r in records),
             dtype=np.uint64,
             count=len(records),
         )
-        index.add(keys, self._vectors_of(records), groups)
+        index.add(keys, self._vectors_of(records), np.repeat(groups, self._views))
         entries = [
-            entry for r in records for entry in _entries(r.key, _field_image(r.data | {"_id": r.id}, self._fields))
+            entry
+            for r in records
+            for entry in _entries(r.key, _field_image(r.data | {"_id": r.id}, self._fields), self._views)
         ]
         if entries:
             index.index_fields(entries)
@@ -223,12 +272,12 @@ class Collection:
         keys = [change.key for change in changes]
         current = self._store.records_by_key(keys, with_vectors=True)
         before = {change.key: change.before for change in changes if change.before is not None}
-        gone = [key for key in keys if key not in current and key in index]
-        unindex = [entry for key, image in before.items() for entry in _entries(key, image)]
+        gone = [key for key in keys if key not in current and key * self._views in index]
+        unindex = [entry for key, image in before.items() for entry in _entries(key, image, self._views)]
         if unindex:
             index.unindex_fields(unindex)
         if gone:
-            index.remove(np.asarray(gone, dtype=np.uint64))
+            index.remove(self._index_keys(gone))
         self._apply_records(index, list(current.values()), before={})
 
     # -- basics ----------------------------------------------------------------------------
@@ -238,7 +287,7 @@ class Collection:
         return self.config.name
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._index) // self._views
 
     def __repr__(self) -> str:
         return f"Collection(name={self.config.name!r}, type={self.config.type!r}, count={len(self)})"
@@ -261,8 +310,20 @@ class Collection:
             precision=self.config.precision,
             changes_since_snapshot=self._changes_since_snapshot,
             simd=_core.simd_capabilities(),
+            records=len(self),
+            views=self._views,
+            query_kinds=self.query_kinds,
         )
+        if self.type is not None:
+            stats.update(type_version=self.config.type_version, type_config=dict(self.config.type_config))
         return stats
+
+    @property
+    def query_kinds(self) -> list[str]:
+        """What this collection can be searched by: vector, id, image, text, image+text, colors."""
+        if self.type is None:
+            return ["vector", "id"]
+        return list(query_kinds(self.type))
 
     # -- validation ------------------------------------------------------------------------
 
@@ -313,23 +374,23 @@ class Collection:
             raise InvalidRecordError(f"record {position}: _id must not contain NUL characters")
         return value
 
-    @staticmethod
-    def _metadata(record: Mapping[str, Any], position: int) -> dict[str, Any]:
+    def _metadata(self, record: Mapping[str, Any], position: int) -> dict[str, Any]:
         data: dict[str, Any] = {}
+        derived = self.type.derived_fields if self.type is not None else frozenset()
         for name, value in record.items():
             if not isinstance(name, str):
                 raise InvalidRecordError(f"record {position}: field names must be strings")
             if name.startswith("_"):
+                if name in derived:
+                    continue  # computed from the image; a record cannot set it
                 if name not in RESERVED_FIELDS:
                     raise InvalidRecordError(
                         f"record {position}: field {name!r} is reserved (fields starting with '_' are the engine's)"
                     )
-                if name in ("_id", "_vector"):
+                if name in ("_id", "_vector", "_base64", "_file"):
                     continue
-                if name in ("_base64", "_file"):
-                    raise UnsupportedError(
-                        f"record {position}: {name} needs an image collection type; 'vectors' collections take _vector"
-                    )
+                if name == "_url" and not isinstance(value, str):
+                    raise InvalidRecordError(f"record {position}: _url must be a string")
             data[name] = value
         try:
             dumps(data)
@@ -347,35 +408,116 @@ class Collection:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def add(self, records: Iterable[Mapping[str, Any]]) -> list[str]:
+    def add(self, records: Iterable[Mapping[str, Any]], *, fetch: Fetch | None = None) -> list[str]:
         """Adds records, replacing any with the same `_id`; returns their ids.
 
-        Each record has a string `_id`, a `_vector`, and any JSON metadata. The whole batch is
-        checked first: if one record is bad, nothing is written. Returns once the batch is durable.
+        Each record has a string `_id`, an image (`_base64`, `_url`, `_file`) or a `_vector`,
+        and any JSON metadata. The whole batch is checked (and embedded) first: if one record is
+        bad, nothing is written and its error is raised. Returns once the batch is durable. Use
+        :meth:`insert` to write the good records of a batch and get the bad ones back instead.
         """
+        result = self._insert(records, fetch=fetch, atomic=True)
+        return result.ids
+
+    def insert(self, records: Iterable[Mapping[str, Any]], *, fetch: Fetch | None = None) -> InsertResult:
+        """Adds the good records of a batch and reports the others: one :class:`RecordError`
+        (position, `_id`, `code`, message) per record that was skipped; never fails the batch
+        for one bad record."""
+        return self._insert(records, fetch=fetch, atomic=False)
+
+    def _insert(self, records: Iterable[Mapping[str, Any]], *, fetch: Fetch | None, atomic: bool) -> InsertResult:
         self._check_open()
+        if isinstance(records, Mapping | str | bytes):
+            raise InvalidInputError("add takes a list of records")
         batch = list(records)
-        ids: list[str] = []
-        rows: list[np.ndarray] = []
-        datas: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        for position, record in enumerate(batch):
-            if not isinstance(record, Mapping):
-                raise InvalidRecordError(f"record {position}: expected an object, got {type(record).__name__}")
-            id_ = self._check_id(record.get("_id"), position)
-            if id_ in seen:
-                raise DuplicateIdError(f"record {position}: _id {id_!r} appears twice in this batch")
-            seen.add(id_)
-            if "_vector" not in record:
-                raise InvalidRecordError(f"record {position}: a 'vectors' collection needs a _vector")
-            rows.append(self._vector_row(record["_vector"], position))
-            datas.append(self._metadata(record, position))
-            ids.append(id_)
-        if not ids:
-            return []
+        prepared, errors = self._prepare(batch, fetch=fetch, atomic=atomic)
+        if not prepared:
+            return InsertResult([], errors)
         dtype = np.uint8 if self.config.precision == "binary" else np.float32
-        self._write(ids, np.stack(rows).astype(dtype, copy=False), datas)
-        return ids
+        matrix = np.stack([row for _, _, row, _ in prepared]).astype(dtype, copy=False)
+        self._write(
+            [id_ for id_, _, _, _ in prepared],
+            matrix,
+            [data for _, data, _, _ in prepared],
+            [image for _, _, _, image in prepared],
+        )
+        return InsertResult([id_ for id_, _, _, _ in prepared], errors)
+
+    def _prepare(
+        self, batch: Sequence[Any], *, fetch: Fetch | None, atomic: bool
+    ) -> tuple[list[tuple[str, dict[str, Any], np.ndarray, bytes | None]], list[RecordError]]:
+        """Validates and embeds a batch: ``(id, metadata, vector row, image bytes)`` per good
+        record, and the errors of the others. With ``atomic``, the first error is raised."""
+        valid: list[tuple[int, str, dict[str, Any], np.ndarray | None, Mapping[str, Any]]] = []
+        errors: list[RecordError] = []
+        seen: set[str] = set()
+
+        def fail(position: int, id_: str | None, error: LookalikeError) -> None:
+            if atomic:
+                message = str(error)
+                if not message.startswith("record "):
+                    error.args = (f"record {position}: {message}",)
+                raise error
+            errors.append(RecordError.of(position, id_, error))
+
+        for position, record in enumerate(batch):
+            id_: str | None = None
+            try:
+                if not isinstance(record, Mapping):
+                    raise InvalidRecordError(f"record {position}: expected an object, got {type(record).__name__}")
+                id_ = self._check_id(record.get("_id"), position)
+                if id_ in seen:
+                    raise DuplicateIdError(f"record {position}: _id {id_!r} appears twice in this batch")
+                seen.add(id_)
+                data = self._metadata(record, position)
+                vector = self._record_vector(record, position)
+            except LookalikeError as error:
+                fail(position, id_ if isinstance(id_, str) else None, error)
+                continue
+            valid.append((position, id_, data, vector, record))
+        to_embed = [(i, item) for i, item in enumerate(valid) if item[3] is None]
+        embedded: dict[int, Embedded | LookalikeError] = {}
+        if to_embed:
+            assert self._embedder is not None
+            results = self._embedder.embed([item[4] for _, item in to_embed], fetch=fetch)
+            embedded = {i: result for (i, _), result in zip(to_embed, results, strict=True)}
+        out: list[tuple[str, dict[str, Any], np.ndarray, bytes | None]] = []
+        for i, (position, id_, data, vector, _record) in enumerate(valid):
+            image: bytes | None = None
+            if vector is None:
+                result = embedded[i]
+                if isinstance(result, LookalikeError):
+                    fail(position, id_, result)
+                    continue
+                vector = result.views.reshape(-1)
+                data = data | result.derived
+                image = result.data if self.config.store_images else None
+            out.append((id_, data, vector, image))
+        errors.sort(key=lambda error: error.position)
+        return out, errors
+
+    def _record_vector(self, record: Mapping[str, Any], position: int) -> np.ndarray | None:
+        """The record's vector row when it gives one (`_vector`); None when its image must be
+        embedded."""
+        image = has_image(record)
+        if self.type is None and ("_base64" in record or "_file" in record):
+            raise UnsupportedError(
+                f"record {position}: images need an image collection type; 'vectors' collections take _vector"
+            )
+        if "_vector" in record:
+            if "_base64" in record or "_file" in record:
+                raise InvalidRecordError(f"record {position}: give either an image or a _vector, not both")
+            if self._views != 1:
+                raise UnsupportedError(
+                    f"record {position}: type {self.config.type!r} stores {self._views} vectors per image; "
+                    "records need an image"
+                )
+            return self._vector_row(record["_vector"], position)
+        if self.type is None:
+            raise InvalidRecordError(f"record {position}: a 'vectors' collection needs a _vector")
+        if not image:
+            raise InvalidRecordError(f"record {position}: the record needs an image: _url, _base64 or _file")
+        return None
 
     def add_vectors(
         self,
@@ -410,7 +552,13 @@ class Collection:
         if checked:
             self._write(checked, matrix, datas)
 
-    def _write(self, ids: list[str], matrix: np.ndarray, datas: list[dict[str, Any]]) -> None:
+    def _write(
+        self,
+        ids: list[str],
+        matrix: np.ndarray,
+        datas: list[dict[str, Any]],
+        images: Sequence[bytes | None] | None = None,
+    ) -> None:
         with self._store.write_lock:
             self._check_open()
             existing = self._store.records_by_id(ids)
@@ -422,7 +570,9 @@ class Collection:
                 interned = self._store.group_ids(cursor, [g for g in group_values if g is not None])
                 stored: list[StoredRecord] = []
                 before: dict[int, dict[str, list[Any]]] = {}
-                for id_, key, row, data, group in zip(ids, keys, matrix, datas, group_values, strict=True):
+                for position, (id_, key, row, data, group) in enumerate(
+                    zip(ids, keys, matrix, datas, group_values, strict=True)
+                ):
                     old = existing.get(id_)
                     image = _field_image(old.data | {"_id": id_}, self._fields) if old is not None else None
                     if image:
@@ -430,6 +580,9 @@ class Collection:
                     self._store.log_change(cursor, key, image)
                     group_id = None if group is None else interned[group]
                     self._store.put(cursor, key, id_, data, row, group_id)
+                    original = images[position] if images is not None else None
+                    if original is not None:
+                        self._store.put_image(cursor, key, original)
                     stored.append(StoredRecord(key, id_, data, row.tobytes(), group_id))
             self._after_commit(lambda: self._apply_records(self._index, stored, before), len(ids))
 
@@ -519,11 +672,11 @@ class Collection:
             before = {record.key: _field_image(record.data | {"_id": record.id}, self._fields) for record in targets}
             # The index forgets the records first, so no search can return a record whose row is
             # already gone; should the commit fail, the index is reloaded from the database.
-            unindex = [entry for key, image in before.items() for entry in _entries(key, image)]
+            unindex = [entry for key, image in before.items() for entry in _entries(key, image, self._views)]
             try:
                 if unindex:
                     self._index.unindex_fields(unindex)
-                self._index.remove(np.fromiter((r.key for r in targets), dtype=np.uint64, count=len(targets)))
+                self._index.remove(self._index_keys([r.key for r in targets]))
                 with self._store.transaction() as cursor:
                     for record in targets:
                         self._store.log_change(cursor, record.key, before[record.key] or None)
@@ -607,7 +760,7 @@ class Collection:
 
     def get_vector(self, id: str) -> np.ndarray:
         """The stored vector of one record, as the index holds it (unit length for cosine)."""
-        key = self._key_of(id)
+        key = self._key_of(id) * self._views
         vectors, found = self._index.get_vectors(np.asarray([key], dtype=np.uint64))
         if not found[0]:
             raise RecordNotFoundError(f"no record with _id {id!r}")
@@ -661,7 +814,7 @@ class Collection:
             for record in batch:
                 if sub.matches(record.data | {"_id": record.id}):
                     keys.append(record.key)
-        return np.asarray(keys, dtype=np.uint64)
+        return self._index_keys(keys)
 
     def _compile(self, filter: Mapping[str, Any] | Filter | None) -> tuple[Any, ...] | None:
         return self._compile_keyed(filter)[0]
@@ -704,8 +857,8 @@ class Collection:
     def _filter_keys(self, filter: Mapping[str, Any]) -> np.ndarray:
         compiled = self._compile(filter)
         if compiled is None:
-            return np.asarray(self._index.keys(), dtype=np.uint64)
-        return np.asarray(self._index.evaluate(compiled), dtype=np.uint64)
+            return self._record_keys(np.asarray(self._index.keys(), dtype=np.uint64))
+        return self._record_keys(np.asarray(self._index.evaluate(compiled), dtype=np.uint64))
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
         """Number of records, or of records passing a filter."""
@@ -732,11 +885,87 @@ class Collection:
             raise InvalidVectorError("a zero query vector has no direction (cosine metric)")
         return row.reshape(1, -1)
 
+    def query_vector(
+        self,
+        vector: Any = None,
+        *,
+        id: str | None = None,
+        record: Mapping[str, Any] | None = None,
+        text: str | None = None,
+        text_weight: float = 0.5,
+        colors: Any = None,
+        fetch: Fetch | None = None,
+    ) -> np.ndarray:
+        """The query vector of a search (see :meth:`search`), as a ``[1, width]`` matrix."""
+        parts = {"vector": vector, "id": id, "record": record, "colors": colors, "text": text}
+        given = [name for name, value in parts.items() if value is not None]
+        if len(given) != 1 and given != ["record", "text"]:
+            raise InvalidInputError(
+                "search takes one query: vector, id, record (an image or an _id), text, colors, "
+                f"or record together with text; got {', '.join(given) or 'none'}"
+            )
+        kind = "+".join(given)
+        if kind == "vector":
+            return self._query_matrix(vector)
+        if kind == "id":
+            return self.get_vector(id or "").reshape(1, -1)
+        if kind == "colors":
+            if not isinstance(self.type, SupportsColorQuery):
+                raise self._unsupported("colors")
+            return self._query_matrix(self.type.embed_colors(parse_colors(colors)))
+        if kind == "text":
+            return self._query_matrix(self._text_vector(text))
+        assert record is not None
+        if not isinstance(record, Mapping):
+            raise InvalidInputError('record must be an object such as {"_base64": ...}, {"_url": ...} or {"_id": ...}')
+        image = self._record_query(record, fetch)
+        if kind == "record":
+            return image
+        if isinstance(text_weight, bool) or not isinstance(text_weight, int | float) or not 0 <= text_weight <= 1:
+            raise InvalidInputError(f"text_weight must be a number from 0 to 1, got {text_weight!r}")
+        text_vector = self._text_vector(text)
+        mixed = (1 - text_weight) * _unit(image[0]) + text_weight * _unit(text_vector)
+        return self._query_matrix(mixed)
+
+    def _unsupported(self, kind: str) -> UnsupportedError:
+        return UnsupportedError(
+            f"collection {self.name!r} (type {self.config.type!r}) cannot be searched by {kind}; "
+            f"it supports: {', '.join(self.query_kinds)}"
+        )
+
+    def _text_vector(self, text: Any) -> np.ndarray:
+        if not isinstance(self.type, SupportsTextQuery):
+            raise self._unsupported("text")
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInputError("text must be a non-empty string")
+        if len(text) > 2_000:
+            raise InvalidInputError("text must have at most 2000 characters")
+        return np.asarray(self.type.embed_text([text]), dtype=np.float32)[0]
+
+    def _record_query(self, record: Mapping[str, Any], fetch: Fetch | None) -> np.ndarray:
+        sources = [name for name in ("_id", "_vector", *IMAGE_FIELDS) if name in record]
+        if len(sources) != 1:
+            raise InvalidInputError(
+                "a query record takes exactly one of _id, _vector, _url, _base64, _file; "
+                f"got {', '.join(sources) or 'none'}"
+            )
+        if sources[0] == "_id":
+            return self.get_vector(record["_id"]).reshape(1, -1)
+        if sources[0] == "_vector":
+            return self._query_matrix(record["_vector"])
+        if self._embedder is None:
+            raise self._unsupported("image")
+        return self._query_matrix(self._embedder.embed_query(record, fetch=fetch))
+
     def search(
         self,
         vector: Any = None,
         *,
         id: str | None = None,
+        record: Mapping[str, Any] | None = None,
+        text: str | None = None,
+        text_weight: float = 0.5,
+        colors: Any = None,
         limit: int = 10,
         offset: int = 0,
         filter: Mapping[str, Any] | None = None,
@@ -745,44 +974,70 @@ class Collection:
         fields: Sequence[str] | None = None,
         ef: int | None = None,
         exact: bool = False,
+        fetch: Fetch | None = None,
     ) -> list[dict[str, Any]]:
-        """The nearest records to a vector or to a stored record (`id`).
+        """The nearest records to a query.
+
+        The query is one of: a `vector`; the `id` of a stored record; a `record` holding an image
+        (`_base64`, `_url`, `_file`), an `_id` or a `_vector`; `text` (types that support it);
+        `record` and `text` together, mixed by `text_weight` (0: image only, 1: text only); or
+        `colors` (``[{"color": "#ff0000", "weight": 0.7}, ...]``, types that support it). A type
+        that cannot answer a query kind raises :class:`UnsupportedError` naming those it can.
 
         Returns hits ranked [offset, offset + limit) as dicts with `_id`, `distance` (smaller is
         closer) and the record's metadata (or just `fields`). With `group_by` (the collection's
         `product_id_field`), `limit` and `offset` count groups: the best `group_size` hits of
-        each group follow one another, and each hit carries `_group`.
+        each group follow one another, and each hit carries `_group`. Types with a duplicate
+        threshold add `is_duplicate` to each hit.
         """
         self._check_open()
-        if (vector is None) == (id is None):
-            raise InvalidInputError("search takes either a vector or an id")
         limit = _check_limit(limit)
         offset = _check_offset(offset)
-        query = self._query_matrix(vector) if vector is not None else self.get_vector(id or "").reshape(1, -1)
+        query = self.query_vector(
+            vector, id=id, record=record, text=text, text_weight=text_weight, colors=colors, fetch=fetch
+        )
         compiled, filter_key = self._compile_keyed(filter)
         if group_by is not None:
             return self._search_grouped(
                 query, limit, offset, compiled, filter_key, group_by, group_size, fields, ef, exact
             )
+        views = self._views
         for _attempt in range(3):
-            keys, distances, counts, _plans = self._index.search(
-                query, limit, offset=offset, filter=compiled, ef=ef, exact=exact, filter_key=filter_key
-            )
-            count = int(counts[0])
-            hit_keys = [int(k) for k in keys[0][:count]]
+            if views == 1:
+                keys, distances, counts, _plans = self._index.search(
+                    query, limit, offset=offset, filter=compiled, ef=ef, exact=exact, filter_key=filter_key
+                )
+                count = int(counts[0])
+                hit_keys = [int(k) for k in keys[0][:count]]
+                hit_distances = [float(d) for d in distances[0][:count]]
+            else:
+                # Each record owns `views` index keys: the best (offset + limit) records are
+                # among the best (offset + limit) * views index hits.
+                keys, distances, counts, _plans = self._index.search(
+                    query, (offset + limit) * views, filter=compiled, ef=ef, exact=exact, filter_key=filter_key
+                )
+                count = int(counts[0])
+                hit_keys, hit_distances = _first_per_record(keys[0][:count], distances[0][:count], views)
+                hit_keys, hit_distances = hit_keys[offset : offset + limit], hit_distances[offset : offset + limit]
             records = self._store.records_by_key(hit_keys)
             if len(records) == len(hit_keys):
                 break
             # A concurrent remove committed between the search and the read: search again.
         out: list[dict[str, Any]] = []
-        for key, distance in zip(hit_keys, distances[0][:count], strict=True):
-            record = records.get(key)
-            if record is None:
+        for key, distance in zip(hit_keys, hit_distances, strict=True):
+            found = records.get(key)
+            if found is None:
                 continue
-            hit = self._record_dict(record, fields)
-            hit["distance"] = float(distance)
-            out.append(hit)
+            out.append(self._hit(found, distance, fields))
         return out
+
+    def _hit(self, record: StoredRecord, distance: float, fields: Sequence[str] | None) -> dict[str, Any]:
+        hit = self._record_dict(record, fields)
+        hit["distance"] = float(distance)
+        threshold = getattr(self.type, "duplicate_threshold", None)
+        if threshold is not None:
+            hit["is_duplicate"] = bool(distance <= threshold)
+        return hit
 
     def _search_grouped(
         self,
@@ -805,19 +1060,29 @@ class Collection:
         if isinstance(group_size, bool) or not isinstance(group_size, int) or not 1 <= group_size <= 100:
             raise InvalidInputError(f"group_size must be an integer from 1 to 100, got {group_size!r}")
         groups, _plan = self._index.search_grouped(
-            query, limit, group_size, offset=offset, filter=compiled, ef=ef, exact=exact, filter_key=filter_key
+            query,
+            limit,
+            group_size * self._views,
+            offset=offset,
+            filter=compiled,
+            ef=ef,
+            exact=exact,
+            filter_key=filter_key,
         )
-        all_keys = [int(k) for _, keys, _ in groups for k in keys]
+        per_group = [
+            (group_id, *(_first_per_record(keys, distances, self._views) if self._views > 1 else (keys, distances)))
+            for group_id, keys, distances in groups
+        ]
+        all_keys = [int(k) for _, keys, _ in per_group for k in keys[:group_size]]
         records = self._store.records_by_key(all_keys)
         values = self._store.group_values(g for g, _, _ in groups if g != int(_core.NO_GROUP))
         out: list[dict[str, Any]] = []
-        for group_id, keys, distances in groups:
-            for key, distance in zip(keys, distances, strict=True):
+        for group_id, keys, distances in per_group:
+            for key, distance in zip(keys[:group_size], distances[:group_size], strict=True):
                 record = records.get(int(key))
                 if record is None:
                     continue
-                hit = self._record_dict(record, fields)
-                hit["distance"] = float(distance)
+                hit = self._hit(record, float(distance), fields)
                 hit["_group"] = values.get(int(group_id)) if group_id != int(_core.NO_GROUP) else record.id
                 out.append(hit)
         return out
@@ -847,10 +1112,94 @@ class Collection:
         if not binary and not np.isfinite(matrix).all():
             raise InvalidVectorError("a query contains NaN or infinity")
         compiled, filter_key = self._compile_keyed(filter)
+        if self._views == 1:
+            keys, distances, counts, plans = self._index.search(
+                matrix,
+                limit,
+                offset=offset,
+                filter=compiled,
+                ef=ef,
+                exact=exact,
+                threads=threads,
+                filter_key=filter_key,
+            )
+            return SearchBatch(keys, distances, counts, list(plans), self)
+        wide = (offset + limit) * self._views
         keys, distances, counts, plans = self._index.search(
-            matrix, limit, offset=offset, filter=compiled, ef=ef, exact=exact, threads=threads, filter_key=filter_key
+            matrix, wide, filter=compiled, ef=ef, exact=exact, threads=threads, filter_key=filter_key
         )
-        return SearchBatch(keys, distances, counts, list(plans), self)
+        out_keys = np.full((matrix.shape[0], limit), NO_KEY, dtype=np.uint64)
+        out_distances = np.full((matrix.shape[0], limit), np.inf, dtype=np.float32)
+        out_counts = np.zeros(matrix.shape[0], dtype=np.uint32)
+        for row in range(matrix.shape[0]):
+            count = int(counts[row])
+            row_keys, row_distances = _first_per_record(keys[row][:count], distances[row][:count], self._views)
+            row_keys, row_distances = row_keys[offset : offset + limit], row_distances[offset : offset + limit]
+            out_keys[row, : len(row_keys)] = row_keys
+            out_distances[row, : len(row_keys)] = row_distances
+            out_counts[row] = len(row_keys)
+        return SearchBatch(out_keys, out_distances, out_counts, list(plans), self)
+
+    def near_duplicates(
+        self, threshold: float | None = None, *, filter: Mapping[str, Any] | None = None, neighbours: int = 10
+    ) -> list[list[str]]:
+        """Groups of records that are near-duplicates of each other: each record is linked to
+        its `neighbours` nearest within `threshold` (default: the type's calibrated duplicate
+        threshold), and linked records form a group. Groups of two or more, largest first."""
+        self._check_open()
+        if threshold is None:
+            threshold = getattr(self.type, "duplicate_threshold", None)
+            if threshold is None:
+                raise InvalidInputError(
+                    f"type {self.config.type!r} has no calibrated duplicate threshold; pass threshold="
+                )
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not np.isfinite(threshold):
+            raise InvalidInputError(f"threshold must be a number, got {threshold!r}")
+        if isinstance(neighbours, bool) or not isinstance(neighbours, int) or not 1 <= neighbours <= 100:
+            raise InvalidInputError(f"neighbours must be an integer from 1 to 100, got {neighbours!r}")
+        parent: dict[int, int] = {}
+
+        def root(key: int) -> int:
+            while parent.get(key, key) != key:
+                parent[key] = parent.get(parent[key], parent[key])
+                key = parent[key]
+            return key
+
+        members = {int(k) for k in self._filter_keys(filter)} if filter is not None else None
+        width = self.config.ndim // 8 if self.config.precision == "binary" else self.config.ndim
+        for batch in self._store.iter_records(with_vectors=True, batch=2_048):
+            if members is not None:
+                batch = [record for record in batch if record.key in members]
+            if not batch:
+                continue
+            queries = self._vectors_of(batch).reshape(len(batch), self._views, width)[:, 0, :]
+            found = self.search_vectors(queries, neighbours + 1, filter=filter)
+            for record, row, distances, count in zip(batch, found.keys, found.distances, found.counts, strict=True):
+                for key, distance in zip(row[: int(count)], distances[: int(count)], strict=True):
+                    if int(key) != record.key and float(distance) <= threshold:
+                        a, b = root(record.key), root(int(key))
+                        if a != b:
+                            parent[max(a, b)] = min(a, b)
+        groups: dict[int, list[int]] = {}
+        for key in list(parent):
+            groups.setdefault(root(key), []).append(key)
+        for key in list(groups):
+            groups[key] = sorted(set(groups[key]) | {key})
+        records = self._store.records_by_key([k for keys in groups.values() for k in keys])
+        out = [sorted(records[k].id for k in keys if k in records) for keys in groups.values()]
+        out = [ids for ids in out if len(ids) > 1]
+        out.sort(key=lambda ids: (-len(ids), ids[0]))
+        return out
+
+    def get_image(self, id: str) -> bytes:
+        """The original image bytes of a record (collections created with ``store_images``)."""
+        self._check_open()
+        if not self.config.store_images:
+            raise UnsupportedError(f"collection {self.name!r} does not store images (store_images is off)")
+        data = self._store.image(self._key_of(id))
+        if data is None:
+            raise RecordNotFoundError(f"record {id!r} has no stored image")
+        return data
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -866,6 +1215,28 @@ class Collection:
         with self._store.write_lock:
             self._closed = True
             self._store.close()
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or norm == 0:
+        raise InvalidVectorError("a query part has no direction (zero vector)")
+    return np.asarray(vector, dtype=np.float32) / norm
+
+
+def _first_per_record(keys: Any, distances: Any, views: int) -> tuple[list[int], list[float]]:
+    """Hits of index keys (sorted by distance) to hits of records: each record's closest view."""
+    seen: set[int] = set()
+    out_keys: list[int] = []
+    out_distances: list[float] = []
+    for key, distance in zip(keys, distances, strict=True):
+        record = int(key) // views
+        if record in seen:
+            continue
+        seen.add(record)
+        out_keys.append(record)
+        out_distances.append(float(distance))
+    return out_keys, out_distances
 
 
 def _check_limit(limit: Any) -> int:
@@ -921,8 +1292,37 @@ class Engine:
         >>> photos = engine.create_collection("photos", ndim=512, fields_to_index=["category"])
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        registry: Registry | None = None,
+        fetch: Fetch | None = None,
+        allow_files: bool = True,
+        max_image_pixels: int = images.MAX_PIXELS,
+        threads: int | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        """Opens (or creates) a data folder.
+
+        Args:
+            registry: the collection types to use (default: the installed plugins, honouring
+                the ``LOOKALIKE_COLLECTION_TYPES`` allow-list).
+            fetch: a function from URL to bytes that reads `_url` images (the server passes its
+                safe fetcher); without one, records with `_url` need `fetch=` per call.
+            allow_files: whether records may name local files (`_file`); the server turns it off.
+            max_image_pixels: images with more pixels are refused (decompression bombs).
+            threads: inference threads per model (default: ``LOOKALIKE_MODEL_THREADS`` or the cores).
+            batch_size: images per model call.
+        """
         self.path = Path(path)
+        self.registry = registry if registry is not None else default_registry()
+        self.fetch = fetch
+        self.allow_files = allow_files
+        self.max_image_pixels = max_image_pixels
+        self._threads = threads
+        self._batch_size = batch_size
+        self._types: dict[str, CollectionType] = {}
         try:
             (self.path / "collections").mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -950,23 +1350,68 @@ class Engine:
         if self._closed:
             raise ClosedError("engine is closed")
 
+    def _context(self) -> TypeContext:
+        return TypeContext(
+            cache_dir=models.cache_dir(), threads=self._threads or models.default_threads(), batch_size=self._batch_size
+        )
+
+    def _type_instance(self, type_name: str, type_config: Mapping[str, Any] | None) -> CollectionType:
+        """One instance per type and configuration, shared by the collections that use it."""
+        klass = self.registry.get(type_name)
+        parsed = klass.parse_config(type_config)
+        key = f"{type_name}\x00{dumps(klass.config_to_dict(parsed))}"
+        with self._lock:
+            instance = self._types.get(key)
+            if instance is None:
+                instance = klass(parsed, self._context())
+                self._types[key] = instance
+            return instance
+
+    def collection_types(self) -> dict[str, dict[str, Any]]:
+        """The collection types available here: description, version, query kinds, config schema."""
+        out: dict[str, dict[str, Any]] = {
+            "vectors": {
+                "description": "Your own vectors: give each record a _vector",
+                "version": "1.0",
+                "query_kinds": ["vector", "id"],
+                "config": {},
+            }
+        }
+        for name in self.registry.names():
+            klass = self.registry.get(name)
+            out[name] = {
+                "description": klass.description,
+                "version": klass.version,
+                "query_kinds": list(query_kinds(klass)),
+                "config": msgspec.json.schema(klass.Config),
+            }
+        return out
+
     def create_collection(
         self,
         name: str,
         *,
         type: str = "vectors",
-        ndim: int,
-        metric: Metric = "cos",
+        config: Mapping[str, Any] | None = None,
+        ndim: int | None = None,
+        metric: Metric | None = None,
         precision: Precision = "f32",
         fields_to_index: Sequence[str] = (),
         product_id_field: str | None = None,
+        store_images: bool = False,
         connectivity: int = 16,
         expansion_add: int = 128,
         expansion_search: int = 64,
         exact_threshold: int = 0,
         exist_ok: bool = False,
     ) -> Collection:
-        """Creates a collection (or, with `exist_ok`, returns the existing one of that name)."""
+        """Creates a collection (or, with `exist_ok`, returns the existing one of that name).
+
+        `type` is "vectors" (records bring their own `_vector`; `ndim` and `metric` required)
+        or an image collection type (`generic`, `products`, `colors`, `matching` or a plugin's)
+        configured by `config`; its model fixes `ndim` and `metric`. `product_id_field`
+        defaults to the type's (for example `product_id` for `products`).
+        """
         self._check_open()
         folder = self._folder(name)
         with self._lock:
@@ -974,8 +1419,35 @@ class Engine:
                 if exist_ok:
                     return self.collection(name)
                 raise CollectionExistsError(f"collection {name!r} exists already")
-            if type != "vectors":
-                raise UnsupportedError(f"unknown collection type {type!r}; available: 'vectors'")
+            type_instance: CollectionType | None = None
+            views = 1
+            type_config: dict[str, Any] = {}
+            type_version = ""
+            if not isinstance(type, str):
+                raise InvalidInputError(f"type must be a string, got {type!r}")
+            if type == "vectors":
+                if config:
+                    raise InvalidInputError("the 'vectors' type takes no config")
+                if metric is None:
+                    metric = "cos"
+            else:
+                type_instance = self._type_instance(type, config)
+                klass = type_instance.__class__
+                if ndim is not None and ndim != type_instance.dimension:
+                    raise InvalidInputError(f"type {type!r} makes {type_instance.dimension}-d vectors; ndim={ndim}")
+                if metric is not None and metric != klass.metric:
+                    raise InvalidInputError(f"type {type!r} compares with {klass.metric!r}; metric={metric!r}")
+                ndim, metric = type_instance.dimension, klass.metric
+                if metric == "hamming":
+                    precision = "binary"
+                if isinstance(type_instance, SupportsMultiVector):
+                    views = type_instance.vectors_per_image
+                type_config = klass.config_to_dict(type_instance.config)
+                type_version = klass.version
+                if product_id_field is None:
+                    product_id_field = klass.default_product_id_field
+            if not isinstance(store_images, bool):
+                raise InvalidInputError(f"store_images must be true or false, got {store_images!r}")
             if isinstance(ndim, bool) or not isinstance(ndim, int) or not 1 <= ndim <= 65_536:
                 raise InvalidInputError(f"ndim must be an integer from 1 to 65536, got {ndim!r}")
             if isinstance(fields_to_index, str):
@@ -987,7 +1459,7 @@ class Engine:
                     raise InvalidInputError(f"fields_to_index: {error}") from error
             if product_id_field is not None:
                 filters_module._check_path(product_id_field)
-            config = CollectionConfig(
+            settings = CollectionConfig(
                 name=name,
                 type=type,
                 ndim=ndim,
@@ -999,6 +1471,10 @@ class Engine:
                 expansion_add=expansion_add,
                 expansion_search=expansion_search,
                 exact_threshold=exact_threshold,
+                store_images=store_images,
+                type_config=type_config,
+                type_version=type_version,
+                views=views,
             )
             # Let the core validate the combination before anything touches the disk.
             _core.Index(
@@ -1015,10 +1491,10 @@ class Engine:
             if temporary.exists():
                 shutil.rmtree(temporary)
             temporary.mkdir(parents=True)
-            (temporary / CONFIG_FILE).write_bytes(msgspec.json.encode(config))
+            (temporary / CONFIG_FILE).write_bytes(msgspec.json.encode(settings))
             os.replace(temporary, folder)
             _fsync_directory(folder.parent)
-            collection = Collection(self, folder, config)
+            collection = Collection(self, folder, settings, type_instance)
             self._collections[name] = collection
             return collection
 
@@ -1036,7 +1512,16 @@ class Engine:
                 config = msgspec.json.decode(config_path.read_bytes(), type=CollectionConfig)
             except (OSError, msgspec.DecodeError) as error:
                 raise StorageError(f"cannot read the configuration of {name!r}: {error}") from error
-            collection = Collection(self, folder, config)
+            type_instance = None
+            if config.type != "vectors":
+                klass = self.registry.get(config.type)
+                if klass.version.split(".")[0] != config.type_version.split(".")[0]:
+                    raise PluginError(
+                        f"collection {name!r} was made by type {config.type!r} version {config.type_version}, "
+                        f"the installed version is {klass.version}: its vectors are not comparable"
+                    )
+                type_instance = self._type_instance(config.type, config.type_config)
+            collection = Collection(self, folder, config, type_instance)
             self._collections[name] = collection
             return collection
 
@@ -1068,8 +1553,11 @@ class Engine:
             try:
                 for collection in self._collections.values():
                     collection.close()
+                for instance in self._types.values():
+                    instance.close()
             finally:
                 self._collections.clear()
+                self._types.clear()
                 self._closed = True
                 if self._lock_file is not None:
                     self._lock_file.close()  # closing the descriptor releases the lock

@@ -17,6 +17,9 @@ __all__ = [
     "InvalidRecordError",
     "DuplicateIdError",
     "UnsupportedError",
+    "InvalidImageError",
+    "ImageTooLargeError",
+    "InvalidConfigError",
     "NotFoundError",
     "CollectionNotFoundError",
     "RecordNotFoundError",
@@ -25,6 +28,8 @@ __all__ = [
     "CorruptSnapshotError",
     "ClosedError",
     "InternalError",
+    "PluginError",
+    "ModelError",
 ]
 
 
@@ -76,6 +81,24 @@ class UnsupportedError(InvalidInputError):
     code = "unsupported"
 
 
+class InvalidImageError(InvalidInputError):
+    """Image bytes could not be read: not an image, truncated, or bad base64."""
+
+    code = "invalid_image"
+
+
+class ImageTooLargeError(InvalidImageError):
+    """An image has more pixels (or bytes) than the configured cap (decompression bomb guard)."""
+
+    code = "image_too_large"
+
+
+class InvalidConfigError(InvalidInputError):
+    """A collection type's configuration is invalid (unknown key, wrong type, bad value)."""
+
+    code = "invalid_config"
+
+
 class NotFoundError(LookalikeError, LookupError):
     """Something that was asked for does not exist."""
 
@@ -122,3 +145,15 @@ class InternalError(LookalikeError, RuntimeError):
     """A bug: an invariant of the engine broke. Please report it."""
 
     code = "internal_error"
+
+
+class PluginError(LookalikeError, RuntimeError):
+    """A collection type plugin failed to load, is not allowed, or shares its name with another."""
+
+    code = "plugin_error"
+
+
+class ModelError(LookalikeError, RuntimeError):
+    """A model could not be built, verified or loaded (missing weights, bad checksum, bad folder)."""
+
+    code = "model_error"

@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS changes (
 CREATE TABLE IF NOT EXISTS free_keys (
     key INTEGER PRIMARY KEY
 );
+CREATE TABLE IF NOT EXISTS images (
+    key INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
 """
 
 
@@ -312,8 +316,18 @@ class CollectionStore:
         cursor.execute("UPDATE records SET data = ?, group_id = ? WHERE key = ?", (dumps(data), group_id, key))
 
     @staticmethod
+    def put_image(cursor: sqlite3.Cursor, key: int, data: bytes) -> None:
+        """Keeps the original image bytes (collections with ``store_images``)."""
+        cursor.execute("INSERT OR REPLACE INTO images (key, data) VALUES (?, ?)", (key, data))
+
+    def image(self, key: int) -> bytes | None:
+        row = self._reader().execute("SELECT data FROM images WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    @staticmethod
     def delete(cursor: sqlite3.Cursor, key: int) -> None:
         cursor.execute("DELETE FROM records WHERE key = ?", (key,))
+        cursor.execute("DELETE FROM images WHERE key = ?", (key,))
         cursor.execute("INSERT OR IGNORE INTO free_keys (key) VALUES (?)", (key,))
 
     def prune_changes(self, sequence: int) -> None:
