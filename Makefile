@@ -26,6 +26,7 @@ EXAMPLES := examples/plugin-thumbnail
 setup: $(VENV)/bin/python
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
 		$(VENV)/bin/maturin develop --release --extras test --quiet
+	$(PY) -m pip install --quiet 'setuptools>=70.1'
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation $(addprefix -e ,$(PLUGINS) $(EXAMPLES))
 
 test-rust:

@@ -103,7 +103,9 @@ class Embedder:
         )
         if data is None:
             raise InvalidRecordError("the record has no image (_url, _base64 or _file)")
-        image = images.decode_image(data, max_pixels=self.max_pixels, max_bytes=self.max_bytes)
+        image = images.decode_image(
+            data, max_pixels=self.max_pixels, max_bytes=self.max_bytes, min_side=self.type.input_side
+        )
         derived = self.type.describe(image)
         unknown = set(derived) - set(self.type.derived_fields)
         if unknown:

@@ -78,6 +78,12 @@ class GenericType(CollectionType, SupportsTextQuery):
             return int(self._clip.dimension)
         return 1280
 
+    @property
+    def input_side(self) -> int | None:
+        if self._clip is not None:
+            return int(self._clip.config.image_size)
+        return 256  # EfficientNet-Lite0 resizes the shorter side to 256 before its centre crop
+
     def preprocess(self, image: Image.Image) -> Any:
         if self._clip is not None:
             return self._clip.preprocess([image])[0]

@@ -88,6 +88,12 @@ class CollectionType(abc.ABC):
     def dimension(self) -> int:
         """Length of each vector (bits, for the hamming metric)."""
 
+    @property
+    def input_side(self) -> int | None:
+        """The shorter side, in pixels, the type needs at most; larger JPEGs are then decoded
+        at a reduced scale (never below it), which makes ingest faster. None: full size."""
+        return None
+
     def preprocess(self, image: Image.Image) -> Any:
         """Per-image work before batching (runs in decoding threads). Default: the RGB image."""
         return image
