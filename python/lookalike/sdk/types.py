@@ -76,8 +76,9 @@ class CollectionType(abc.ABC):
     default_product_id_field: ClassVar[str | None] = None
     #: Reserved fields (starting with "_") that ``describe`` adds to every record.
     derived_fields: ClassVar[frozenset[str]] = frozenset()
-    #: Distance under which two images count as duplicates (hits then carry ``is_duplicate``).
-    duplicate_threshold: ClassVar[float | None] = None
+    #: Distance under which two images count as duplicates (hits then carry ``is_duplicate``);
+    #: an instance may set its own from its configuration.
+    duplicate_threshold: float | None = None
 
     def __init__(self, config: Any, context: TypeContext) -> None:
         self.config = config
