@@ -28,12 +28,13 @@ setup: $(VENV)/bin/python
 		$(VENV)/bin/maturin develop --release --extras test --quiet
 	$(PY) -m pip install --quiet 'setuptools>=70.1'
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation $(addprefix -e ,$(PLUGINS) $(EXAMPLES))
+	$(PY) -m pip install --quiet --no-build-isolation -e 'server[test]'
 
 test-rust:
 	cargo test --release --manifest-path core/Cargo.toml
 
 lint: setup
-	$(VENV)/bin/ruff check python tests bench plugins examples
+	$(VENV)/bin/ruff check python tests bench plugins examples server
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest lookalike._core --allowlist .stubtest-allowlist
 	$(VENV)/bin/lint-imports

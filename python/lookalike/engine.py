@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from lookalike import _core, images, models
 from lookalike import filters as filters_module
+from lookalike.batching import MicroBatcher
 from lookalike.errors import (
     ClosedError,
     CollectionExistsError,
@@ -157,7 +158,13 @@ class Collection:
         self.type = type_
         self._views = config.views
         self._embedder = (
-            Embedder(type_, fetch=engine.fetch, allow_files=engine.allow_files, max_pixels=engine.max_image_pixels)
+            Embedder(
+                type_,
+                fetch=engine.fetch,
+                allow_files=engine.allow_files,
+                max_pixels=engine.max_image_pixels,
+                batcher=engine._batcher_for(type_),
+            )
             if type_ is not None
             else None
         )
@@ -1302,6 +1309,7 @@ class Engine:
         max_image_pixels: int = images.MAX_PIXELS,
         threads: int | None = None,
         batch_size: int = 32,
+        micro_batch: bool = False,
     ) -> None:
         """Opens (or creates) a data folder.
 
@@ -1314,6 +1322,8 @@ class Engine:
             max_image_pixels: images with more pixels are refused (decompression bombs).
             threads: inference threads per model (default: ``LOOKALIKE_MODEL_THREADS`` or the cores).
             batch_size: images per model call.
+            micro_batch: share model calls among concurrent callers (servers: many small
+                requests at once); each collection type then runs one batch at a time.
         """
         self.path = Path(path)
         self.registry = registry if registry is not None else default_registry()
@@ -1323,6 +1333,8 @@ class Engine:
         self._threads = threads
         self._batch_size = batch_size
         self._types: dict[str, CollectionType] = {}
+        self._micro_batch = micro_batch
+        self._batchers: dict[int, MicroBatcher] = {}
         try:
             (self.path / "collections").mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -1349,6 +1361,18 @@ class Engine:
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("engine is closed")
+
+    def _batcher_for(self, instance: CollectionType) -> MicroBatcher | None:
+        """The micro-batcher of a type instance (shared by its collections), if enabled."""
+        if not self._micro_batch:
+            return None
+        with self._lock:
+            found = self._batchers.get(id(instance))
+            if found is None:
+                probe = Embedder(instance)
+                found = MicroBatcher(probe.embed_direct, max_batch=self._batch_size)
+                self._batchers[id(instance)] = found
+            return found
 
     def _context(self) -> TypeContext:
         return TypeContext(
@@ -1553,11 +1577,14 @@ class Engine:
             try:
                 for collection in self._collections.values():
                     collection.close()
+                for batcher in self._batchers.values():
+                    batcher.close()
                 for instance in self._types.values():
                     instance.close()
             finally:
                 self._collections.clear()
                 self._types.clear()
+                self._batchers.clear()
                 self._closed = True
                 if self._lock_file is not None:
                     self._lock_file.close()  # closing the descriptor releases the lock

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from lookalike import images
+from lookalike.batching import MicroBatcher
 from lookalike.errors import InternalError, InvalidRecordError, InvalidVectorError, LookalikeError
 from lookalike.sdk.types import CollectionType, SupportsMultiVector
 
@@ -86,8 +87,10 @@ class Embedder:
         allow_files: bool = True,
         max_pixels: int = images.MAX_PIXELS,
         max_bytes: int = images.MAX_BYTES,
+        batcher: MicroBatcher | None = None,
     ) -> None:
         self.type = type_
+        self.batcher = batcher
         self.fetch = fetch
         self.allow_files = allow_files
         self.max_pixels = max_pixels
@@ -122,7 +125,13 @@ class Embedder:
         return np.ascontiguousarray(array, dtype=self.dtype)
 
     def _embed_chunk(self, prepared: list[Any]) -> np.ndarray:
-        """``[n, views, width]`` for preprocessed images."""
+        """``[n, views, width]`` for preprocessed images (through the micro-batcher when the
+        engine shares one model call among concurrent requests)."""
+        if self.batcher is not None:
+            return self.batcher.submit(prepared)
+        return self.embed_direct(prepared)
+
+    def embed_direct(self, prepared: list[Any]) -> np.ndarray:
         if isinstance(self.type, SupportsMultiVector):
             return self._check(self.type.embed_views(prepared), len(prepared), self.views)
         return self._check(self.type.embed_images(prepared), len(prepared), 0)[:, None, :]
@@ -163,5 +172,7 @@ class Embedder:
     def embed_query(self, record: Mapping[str, Any], *, fetch: Fetch | None = None) -> np.ndarray:
         """The query vector (view 0) of one image record; raises the record's error."""
         prepared, _, _ = self._decode(record, fetch)
+        if self.batcher is not None:
+            return np.asarray(self.batcher.submit([prepared])[0, 0])
         matrix = self._check(self.type.embed_images([prepared]), 1, 0)
         return np.asarray(matrix[0])
