@@ -105,31 +105,45 @@ def _show(title: str, collection: Collection, **query: Any) -> None:
         print(f"  {hit['_id']:<28} distance {hit['distance']:.4f}  {hit.get('category', '')}{extra}")
 
 
-def build(path: Path) -> None:
-    """Creates (or recreates) the demo collections in `path` and runs example queries."""
-    records = demo_records()
+PLANS: list[tuple[str, str, dict[str, Any]]] = [
+    ("photos", "generic", {"fields_to_index": ["category", "edit"], "product_id_field": "product_id"}),
+    ("products", "products", {"fields_to_index": ["category"]}),
+    ("colors", "colors", {}),
+    ("duplicates", "matching", {}),
+]
+
+
+def build_collections(engine: Engine, records: list[dict[str, Any]] | None = None, *, quiet: bool = False) -> list[str]:
+    """(Re)creates the demo collections (one per installed built-in type) from the demo photos;
+    returns their names."""
+    records = demo_records() if records is None else records
     if not records:
         raise SystemExit("the demo photos come with scikit-image and scikit-learn (pip install both)")
-    with Engine(path) as engine:
-        available = set(engine.registry.names())
-        plans: list[tuple[str, str, dict[str, Any]]] = [
-            ("photos", "generic", {"fields_to_index": ["category", "edit"], "product_id_field": "product_id"}),
-            ("products", "products", {"fields_to_index": ["category"]}),
-            ("colors", "colors", {}),
-            ("duplicates", "matching", {}),
-        ]
-        for name, type_name, options in plans:
-            if type_name not in available:
+    available = set(engine.registry.names())
+    built: list[str] = []
+    for name, type_name, options in PLANS:
+        if type_name not in available:
+            if not quiet:
                 print(f"(skipping {name}: collection type {type_name!r} is not installed)")
-                continue
-            if name in engine.list_collections():
-                engine.drop_collection(name)
-            started = time.perf_counter()
-            collection = engine.create_collection(name, type=type_name, **options)
-            result = collection.insert(records)
+            continue
+        if name in engine.list_collections():
+            engine.drop_collection(name)
+        started = time.perf_counter()
+        collection = engine.create_collection(name, type=type_name, **options)
+        result = collection.insert(records)
+        built.append(name)
+        if not quiet:
             for error in result.errors:
                 print(f"  skipped {error.id}: {error.message}")
             print(f"{name} ({type_name}): {len(collection)} photos indexed in {time.perf_counter() - started:.1f} s")
+    return built
+
+
+def build(path: Path) -> None:
+    """Creates (or recreates) the demo collections in `path` and runs example queries."""
+    records = demo_records()
+    with Engine(path) as engine:
+        build_collections(engine, records)
 
         cat = next(r for r in records if r["_id"] == "chelsea-cropped")
         if "photos" in engine.list_collections():
