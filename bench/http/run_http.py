@@ -1,0 +1,225 @@
+"""HTTP load benchmark: search by `_id`, search by image and insert over HTTP against a real
+uvicorn process, at 100k records, with the in-process figures measured in the same run.
+
+    .venv/bin/python bench/http/run_http.py [--records 100000] [--seconds 15] [--out bench/RESULTS.md]
+
+The collection is a `generic` one (EfficientNet-Lite0, 1280-d) filled with 100k synthetic
+clustered embeddings through the engine before the server starts (embedding 100k real photos
+would take a quarter of an hour on 2 cores and measure the model, not the server); queries by
+image run the real model on a real photo. The load generator runs on loopback on the same
+machine: it takes CPU from the server, so the figures are a lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import closed_loop, cycle, open_loop, request_bytes  # noqa: E402
+
+import lookalike  # noqa: E402
+
+TOKEN = "bench-admin-token"
+MARK_START = "<!-- http:start -->"
+MARK_END = "<!-- http:end -->"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def photos() -> list[Image.Image]:
+    from skimage import data as skdata
+
+    return [Image.fromarray(loader()).convert("RGB") for loader in (skdata.chelsea, skdata.coffee, skdata.rocket)]
+
+
+def jpeg_b64(image: Image.Image, side: int = 320) -> str:
+    small = image.copy()
+    small.thumbnail((side, side))
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=85)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def load(data: Path, records: int) -> None:
+    rng = np.random.default_rng(0)
+    centres = np.abs(rng.standard_normal((500, 1280))).astype(np.float32)
+    started = time.perf_counter()
+    with lookalike.Engine(data) as engine:
+        col = engine.create_collection("bench", type="generic", fields_to_index=["shop"])
+        for start in range(0, records, 20_000):
+            n = min(20_000, records - start)
+            labels = rng.integers(0, 500, n)
+            vectors = centres[labels] + 0.5 * np.abs(rng.standard_normal((n, 1280))).astype(np.float32)
+            ids = [f"r{i}" for i in range(start, start + n)]
+            col.add_vectors(ids, vectors, [{"shop": f"s{i % 10}"} for i in range(start, start + n)])
+        engine.create_collection("inserts", type="generic")
+    print(f"loaded {records} records in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def in_process(data: Path, records: int, queries: list[str], image: str) -> dict[str, Any]:
+    with lookalike.Engine(data) as engine:
+        col = engine.collection("bench")
+        for id_ in queries[:50]:
+            col.search(id=id_, limit=10)
+        times = []
+        for id_ in queries[:2000]:
+            started = time.perf_counter()
+            col.search(id=id_, limit=10)
+            times.append(time.perf_counter() - started)
+        image_times = []
+        for _ in range(30):
+            started = time.perf_counter()
+            col.search(record={"_base64": image}, limit=10)
+            image_times.append(time.perf_counter() - started)
+        inserts = engine.collection("inserts")
+        batch = [{"_id": f"x{i}", "_base64": image} for i in range(64)]
+        inserts.add(batch)
+        started = time.perf_counter()
+        for round_ in range(4):
+            inserts.add([{"_id": f"y{round_}-{i}", "_base64": image} for i in range(64)])
+        insert_rate = 256 / (time.perf_counter() - started)
+        engine.drop_collection("inserts")
+        engine.create_collection("inserts", type="generic")
+    ms = np.asarray(times) * 1000
+    return {
+        "id_p50_ms": float(np.percentile(ms, 50)),
+        "id_p99_ms": float(np.percentile(ms, 99)),
+        "id_qps": 1000 / float(np.mean(ms)),
+        "image_p50_ms": float(np.percentile(np.asarray(image_times) * 1000, 50)),
+        "insert_images_per_s": insert_rate,
+    }
+
+
+def start_server(data: Path, port: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, LOOKALIKE_ADMIN_TOKEN=TOKEN, LOOKALIKE_ALLOW_PRIVATE_URLS="1", LOOKALIKE_LOG_LEVEL="warning")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lookalike", "serve", "--data", str(data), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if b" 200 " in sock.recv(200):
+                    return process
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise SystemExit("the server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    wall = time.perf_counter()
+    rng = np.random.default_rng(1)
+    queries = [f"r{int(i)}" for i in rng.integers(0, args.records, 5000)]
+    image = jpeg_b64(photos()[0])
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "data"
+        load(data, args.records)
+        local = in_process(data, args.records, queries, image)
+        print("in-process:", json.dumps(local), flush=True)
+        port = free_port()
+        server = start_server(data, port)
+        host = f"127.0.0.1:{port}"
+        path = "/v1/collections/bench/search"
+        by_id = [request_bytes("POST", path, host, json.dumps({"query": {"_id": q}, "limit": 10}).encode(), token=TOKEN)
+                 for q in queries]
+        by_image = [request_bytes("POST", path, host, json.dumps({"query": {"_base64": image}, "limit": 10}).encode(),
+                                  token=TOKEN)]
+        counter = iter(range(10**9))
+
+        def insert_request() -> bytes:
+            n = next(counter)
+            body = {"records": [{"_id": f"h{n}-{i}", "_base64": image} for i in range(8)]}
+            payload = json.dumps(body).encode()
+            return request_bytes("POST", "/v1/collections/inserts/records", host, payload, token=TOKEN)
+
+        try:
+            closed_loop("127.0.0.1", port, cycle(by_id[:200]), 4, 3)  # warm up
+            results = {
+                "search by _id, open loop 200 req/s": open_loop("127.0.0.1", port, cycle(by_id), 200, args.seconds),
+                "search by _id, 8 connections (saturation)": closed_loop(
+                    "127.0.0.1", port, cycle(by_id), 8, args.seconds
+                ),
+                "search by image (base64 JPEG), 4 connections": closed_loop(
+                    "127.0.0.1", port, cycle(by_image), 4, args.seconds
+                ),
+                "insert, 8 images per request, 4 connections": closed_loop(
+                    "127.0.0.1", port, insert_request, 4, args.seconds
+                ),
+            }
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+    lines = [
+        MARK_START,
+        "## HTTP server under load",
+        "",
+        f"Command: `.venv/bin/python bench/http/run_http.py --records {args.records} --seconds {args.seconds:g}`"
+        f" ({time.perf_counter() - wall:.0f} s). Machine: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores; Python {platform.python_version()}. One uvicorn process (uvloop, httptools), the "
+        "load generator (bench/http/loadgen.py, asyncio, keep-alive) on the same machine over loopback.",
+        f"Collection: `generic` (1280-d, f32 graph + exact re-rank), {args.records:,} records; k = 10.",
+        "",
+        "| scenario | requests | req/s | p50 ms | p99 ms | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, result in results.items():
+        s = result.summary()
+        lines.append(f"| {name} | {s['requests']} | {s['rps']} | {s['p50_ms']} | {s['p99_ms']} | {s['errors']} |")
+    insert = results["insert, 8 images per request, 4 connections"]
+    lines += [
+        "",
+        f"Insert over HTTP: {insert.throughput * 8:.0f} images/s (decode + embed + index + commit).",
+        "",
+        "In-process, same data, same run (one thread):",
+        "",
+        f"- search by `_id`: p50 {local['id_p50_ms']:.2f} ms, p99 {local['id_p99_ms']:.2f} ms "
+        f"({local['id_qps']:.0f} queries/s)",
+        f"- search by image: p50 {local['image_p50_ms']:.1f} ms",
+        f"- insert: {local['insert_images_per_s']:.0f} images/s",
+        MARK_END,
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        current = args.out.read_text() if args.out.exists() else ""
+        if MARK_START in current and MARK_END in current:
+            head, _, rest = current.partition(MARK_START)
+            _, _, tail = rest.partition(MARK_END)
+            current = head + text.rstrip("\n") + tail
+        else:
+            current = current.rstrip("\n") + "\n\n" + text
+        args.out.write_text(current)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Server settings: ``LOOKALIKE_*`` environment variables, or a TOML file, or arguments.
+
+Precedence: command-line arguments > environment > TOML file > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+__all__ = ["Settings", "load_settings", "ENV_PREFIX"]
+
+ENV_PREFIX = "LOOKALIKE_"
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    #: Data folder (collections, tokens).
+    data: str = "./data"
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    #: Worker processes. The embedded engine owns its data folder, so one process serves it;
+    #: concurrency comes from threads (searches run in parallel with the GIL released).
+    workers: Annotated[int, msgspec.Meta(ge=1, le=1)] = 1
+    #: The admin token (creates collections and per-collection tokens). Empty: one is generated
+    #: at first start and kept in ``<data>/admin-token`` (readable by the owner only).
+    admin_token: str = ""
+    #: Let `_url` point at loopback/private addresses (the demo and tests turn this on).
+    allow_private_urls: bool = False
+    #: Largest request body, in bytes.
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 2**20
+    #: Largest image, in pixels and in bytes.
+    max_image_pixels: Annotated[int, msgspec.Meta(ge=1)] = 40_000_000
+    max_image_bytes: Annotated[int, msgspec.Meta(ge=1)] = 32 * 2**20
+    #: `_url` fetching.
+    fetch_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    fetch_max_redirects: Annotated[int, msgspec.Meta(ge=0, le=20)] = 5
+    fetch_per_host: Annotated[int, msgspec.Meta(ge=1)] = 4
+    #: Inference threads per model (0: the cores) and images per model call.
+    model_threads: Annotated[int, msgspec.Meta(ge=0)] = 0
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=512)] = 32
+    #: Build the demo collections at start when the data folder has none.
+    demo: bool = False
+    #: Collection types to load (empty: every installed one).
+    collection_types: tuple[str, ...] = ()
+    log_level: str = "info"
+
+
+def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    fields = {f.name: f for f in msgspec.structs.fields(Settings)}
+    for name, field in fields.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        kind = field.type
+        if name == "collection_types":
+            out[name] = [part.strip() for part in raw.split(",") if part.strip()]
+        elif kind is bool:
+            out[name] = raw.strip().lower() in ("1", "true", "yes", "on")
+        else:
+            out[name] = raw
+    return out
+
+
+def load_settings(
+    file: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Settings from a TOML file (optional), the environment and explicit overrides."""
+    merged: dict[str, Any] = {}
+    path = file or (environ or os.environ).get(ENV_PREFIX + "SETTINGS")
+    if path:
+        try:
+            merged.update(tomllib.loads(Path(path).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ValueError(f"cannot read settings file {path}: {error}") from error
+    merged.update(_from_env(dict(environ if environ is not None else os.environ)))
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return msgspec.convert(merged, type=Settings, strict=False)
+    except msgspec.ValidationError as error:
+        raise ValueError(f"invalid settings: {error}") from error
