@@ -1,4 +1,5 @@
 # Lookalike: one entry point for people and CI.
+#   make serve   set everything up and start the HTTP server on ./data with the demo collections
 #   make test    set everything up (virtual environment, release build of the Rust core, all
 #                dependencies) and run the whole test suite: cargo tests, lint, pytest.
 #   make demo    set everything up and build a demo collection in ./data, with example queries.
@@ -9,7 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all setup test test-rust test-python lint bench demo clean
+.PHONY: all setup test test-rust test-python lint bench demo serve clean
 
 all: test
 
@@ -51,6 +52,10 @@ bench: $(VENV)/bin/python
 
 demo: setup
 	$(PY) -m lookalike.demo ./data
+
+# Loopback URLs are allowed so the demo can ingest images served from this machine.
+serve: setup
+	$(PY) -m lookalike serve --data ./data --demo --allow-private-urls
 
 clean:
 	rm -rf $(VENV) target

@@ -47,7 +47,7 @@ def serve_main(argv: Sequence[str]) -> int:
     app = create_app(settings)
     base = f"http://{settings.host}:{settings.port}"
     print(f"Lookalike on {base}", flush=True)
-    print(f"  API docs  {base}/docs    web page  {base}/ui    health  {base}/health", flush=True)
+    print(f"  API docs  {base}/docs    health  {base}/health    metrics  {base}/metrics", flush=True)
     token = "LOOKALIKE_ADMIN_TOKEN" if settings.admin_token else f"{settings.data}/admin-token"
     print(f"  data in {settings.data}; the admin token is in {token}", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, workers=None)
