@@ -21,14 +21,16 @@ from lookalike.errors import InvalidInputError, ModelError
 from lookalike.models import efficientnet, torchfile
 from lookalike.models.efficientnet import EfficientNetLite0
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "efficientnet_lite0_reference.npz"
+# The reference export's outputs (inputs `pixel_values`, expected `embedding` and `logits`), kept
+# with the tests so the parity check always runs; the same file as the project's shared/data.
+REFERENCE = Path(__file__).resolve().parent / "data" / "efficientnet_lite0_reference.npz"
 SAMPLES = ("chelsea", "coffee", "rocket")
 
 
 @pytest.fixture(scope="module")
 def reference() -> dict[str, np.ndarray]:
     if not REFERENCE.is_file():
-        pytest.skip(f"reference outputs not found at {REFERENCE} (shared/data is not checked out)")
+        pytest.fail(f"reference outputs missing: {REFERENCE}")
     with np.load(REFERENCE, allow_pickle=False) as data:
         return {name: data[name] for name in data.files}
 
