@@ -1021,7 +1021,12 @@ class Collection:
                 # Each record owns `views` index keys: the best (offset + limit) records are
                 # among the best (offset + limit) * views index hits.
                 keys, distances, counts, _plans = self._index.search(
-                    query, (offset + limit) * views, filter=compiled, ef=ef, exact=exact, filter_key=filter_key
+                    query,
+                    (offset + limit) * views,
+                    filter=compiled,
+                    ef=self._view_ef(ef),
+                    exact=exact,
+                    filter_key=filter_key,
                 )
                 count = int(counts[0])
                 hit_keys, hit_distances = _first_per_record(keys[0][:count], distances[0][:count], views)
@@ -1037,6 +1042,13 @@ class Collection:
                 continue
             out.append(self._hit(found, distance, fields))
         return out
+
+    def _view_ef(self, ef: int | None) -> int | None:
+        """The search beam for a collection with several views per record: the views of one
+        record crowd the beam, so it widens by their number (same distinct records per beam)."""
+        if self._views == 1:
+            return ef
+        return (ef or self.config.expansion_search) * self._views
 
     def _hit(self, record: StoredRecord, distance: float, fields: Sequence[str] | None) -> dict[str, Any]:
         hit = self._record_dict(record, fields)
@@ -1072,7 +1084,7 @@ class Collection:
             group_size * self._views,
             offset=offset,
             filter=compiled,
-            ef=ef,
+            ef=self._view_ef(ef),
             exact=exact,
             filter_key=filter_key,
         )
@@ -1133,7 +1145,7 @@ class Collection:
             return SearchBatch(keys, distances, counts, list(plans), self)
         wide = (offset + limit) * self._views
         keys, distances, counts, plans = self._index.search(
-            matrix, wide, filter=compiled, ef=ef, exact=exact, threads=threads, filter_key=filter_key
+            matrix, wide, filter=compiled, ef=self._view_ef(ef), exact=exact, threads=threads, filter_key=filter_key
         )
         out_keys = np.full((matrix.shape[0], limit), NO_KEY, dtype=np.uint64)
         out_distances = np.full((matrix.shape[0], limit), np.inf, dtype=np.float32)
@@ -1426,7 +1438,7 @@ class Engine:
         connectivity: int = 16,
         expansion_add: int = 128,
         expansion_search: int = 64,
-        exact_threshold: int = 0,
+        exact_threshold: int | None = None,
         exist_ok: bool = False,
     ) -> Collection:
         """Creates a collection (or, with `exist_ok`, returns the existing one of that name).
@@ -1470,10 +1482,14 @@ class Engine:
                 type_version = klass.version
                 if product_id_field is None:
                     product_id_field = klass.default_product_id_field
+                if exact_threshold is None:
+                    exact_threshold = klass.default_exact_threshold
             if not isinstance(store_images, bool):
                 raise InvalidInputError(f"store_images must be true or false, got {store_images!r}")
             if isinstance(ndim, bool) or not isinstance(ndim, int) or not 1 <= ndim <= 65_536:
                 raise InvalidInputError(f"ndim must be an integer from 1 to 65536, got {ndim!r}")
+            if exact_threshold is None:
+                exact_threshold = 0
             if isinstance(fields_to_index, str):
                 raise InvalidInputError("fields_to_index takes a list of field paths")
             for path_ in fields_to_index:

@@ -76,6 +76,9 @@ class CollectionType(abc.ABC):
     default_product_id_field: ClassVar[str | None] = None
     #: Reserved fields (starting with "_") that ``describe`` adds to every record.
     derived_fields: ClassVar[frozenset[str]] = frozenset()
+    #: Searches scan exactly while at most this many vectors pass (0: the planner decides). Types
+    #: whose answers must not miss a near neighbour (duplicates) set it; users may override it.
+    default_exact_threshold: ClassVar[int] = 0
     #: Distance under which two images count as duplicates (hits then carry ``is_duplicate``);
     #: an instance may set its own from its configuration.
     duplicate_threshold: float | None = None
