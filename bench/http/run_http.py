@@ -154,6 +154,17 @@ def main() -> None:
                  for q in queries]
         by_image = [request_bytes("POST", path, host, json.dumps({"query": {"_base64": image}, "limit": 10}).encode(),
                                   token=TOKEN)]
+        boundary = "lookalikebenchboundary"
+        upload_body = (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"q.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode() + base64.b64decode(image) + (
+            f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"options\"\r\n\r\n"
+            '{"limit": 10}'
+            f"\r\n--{boundary}--\r\n"
+        ).encode()
+        by_upload = [request_bytes("POST", path + "/upload", host, upload_body,
+                                   content_type=f"multipart/form-data; boundary={boundary}", token=TOKEN)]
         counter = iter(range(10**9))
 
         def insert_request() -> bytes:
@@ -171,6 +182,9 @@ def main() -> None:
                 ),
                 "search by image (base64 JPEG), 4 connections": closed_loop(
                     "127.0.0.1", port, cycle(by_image), 4, args.seconds
+                ),
+                "search by image (multipart upload), 4 connections": closed_loop(
+                    "127.0.0.1", port, cycle(by_upload), 4, args.seconds
                 ),
                 "insert, 8 images per request, 4 connections": closed_loop(
                     "127.0.0.1", port, insert_request, 4, args.seconds
