@@ -30,6 +30,12 @@ setup: $(VENV)/bin/python
 	$(PY) -m pip install --quiet 'setuptools>=70.1'
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation $(addprefix -e ,$(PLUGINS) $(EXAMPLES))
 	$(PY) -m pip install --quiet --no-build-isolation -e 'server[test]'
+	@# Debian's chromium for the web page's browser tests, installed when missing and we are
+	@# root; otherwise those tests skip (and fail under CI=true).
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }; }; } || \
+		echo "chromium is not installed (needs root: apt-get install chromium); the browser tests will skip"
 
 test-rust:
 	cargo test --release --manifest-path core/Cargo.toml

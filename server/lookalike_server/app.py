@@ -174,7 +174,7 @@ def _collection_gauges(found: Services) -> Any:
 
 def create_app(settings: Settings | None = None, *, registry: Registry | None = None) -> Litestar:
     """The application; the engine opens at startup and closes at shutdown."""
-    from lookalike_server import native, ximilar
+    from lookalike_server import native, ui, ximilar
 
     settings = settings or Settings()
 
@@ -196,7 +196,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
             found.close()
 
     return Litestar(
-        route_handlers=[health, metrics, *native.handlers(), *ximilar.handlers()],
+        route_handlers=[health, metrics, *native.handlers(), *ximilar.handlers(), *ui.handlers()],
         on_startup=[startup],
         on_shutdown=[shutdown],
         exception_handlers=exception_handlers,
