@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -306,3 +307,36 @@ def test_unicode_ids_and_metadata(engine: lookalike.Engine) -> None:
         assert col.count({"name": s}) == 1
     with pytest.raises(InvalidRecordError):
         col.add([{"_id": "nul\x00", "_vector": [1, 1]}])
+
+
+def test_rank_matches_exact_search_distances(tmp_path: Path) -> None:
+    import lookalike
+
+    rng = np.random.default_rng(7)
+    with lookalike.Engine(tmp_path / "rank") as engine:
+        for metric in ("cos", "l2sq", "ip"):
+            col = engine.create_collection(f"r{metric}", ndim=6, metric=metric)
+            vectors = rng.standard_normal((40, 6)).astype(np.float32)
+            col.add_vectors([f"v{i}" for i in range(40)], vectors)
+            query = rng.standard_normal(6).astype(np.float32)
+            ids = [f"v{i}" for i in range(0, 40, 3)] + ["missing"]
+            ranked = col.rank(ids, query)
+            exact = col.search(query, limit=40, exact=True)
+            expected = [hit for hit in exact if hit["_id"] in set(ids)]
+            assert [hit["_id"] for hit in ranked] == [hit["_id"] for hit in expected]
+            np.testing.assert_allclose(
+                [hit["distance"] for hit in ranked], [hit["distance"] for hit in expected], rtol=1e-4, atol=1e-5
+            )
+            assert col.rank([], query) == []
+
+
+def test_insert_if_absent_skips_stored_ids(tmp_path: Path) -> None:
+    import lookalike
+
+    with lookalike.Engine(tmp_path / "absent") as engine:
+        col = engine.create_collection("v", ndim=2)
+        col.add([{"_id": "a", "_vector": [1, 0], "n": 1}])
+        result = col.insert([{"_id": "b", "_vector": [0, 1]}, {"_id": "a", "_vector": [1, 1], "n": 2}], if_absent=True)
+        assert result.ids == ["b"]
+        assert [(e.position, e.id, e.code) for e in result.errors] == [(1, "a", "duplicate_id")]
+        assert col.get(["a"])[0]["n"] == 1

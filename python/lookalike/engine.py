@@ -357,7 +357,7 @@ class Collection:
                         f"record {position}: _vector has {row.size} bytes, expected {self.config.ndim // 8}"
                     )
                 return row
-            row = np.asarray(value, dtype=np.float32)
+            row = _float32(value)
         except (TypeError, ValueError) as error:
             raise InvalidVectorError(f"record {position}: _vector must be a list of numbers ({error})") from error
         if row.ndim != 1 or row.size != self.config.ndim:
@@ -426,13 +426,26 @@ class Collection:
         result = self._insert(records, fetch=fetch, atomic=True)
         return result.ids
 
-    def insert(self, records: Iterable[Mapping[str, Any]], *, fetch: Fetch | None = None) -> InsertResult:
+    def insert(
+        self, records: Iterable[Mapping[str, Any]], *, fetch: Fetch | None = None, if_absent: bool = False
+    ) -> InsertResult:
         """Adds the good records of a batch and reports the others: one :class:`RecordError`
         (position, `_id`, `code`, message) per record that was skipped; never fails the batch
-        for one bad record."""
-        return self._insert(records, fetch=fetch, atomic=False)
+        for one bad record.
 
-    def _insert(self, records: Iterable[Mapping[str, Any]], *, fetch: Fetch | None, atomic: bool) -> InsertResult:
+        With `if_absent`, a record whose `_id` is already stored is skipped (code
+        ``duplicate_id``) instead of replacing it; the check and the write happen under the
+        collection's write lock, so two concurrent inserts of one new `_id` write it once."""
+        return self._insert(records, fetch=fetch, atomic=False, if_absent=if_absent)
+
+    def _insert(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        fetch: Fetch | None,
+        atomic: bool,
+        if_absent: bool = False,
+    ) -> InsertResult:
         self._check_open()
         if isinstance(records, Mapping | str | bytes):
             raise InvalidInputError("add takes a list of records")
@@ -442,13 +455,27 @@ class Collection:
             return InsertResult([], errors)
         dtype = np.uint8 if self.config.precision == "binary" else np.float32
         matrix = np.stack([row for _, _, row, _ in prepared]).astype(dtype, copy=False)
-        self._write(
-            [id_ for id_, _, _, _ in prepared],
+        ids = [id_ for id_, _, _, _ in prepared]
+        skipped = self._write(
+            ids,
             matrix,
             [data for _, data, _, _ in prepared],
             [image for _, _, _, image in prepared],
+            if_absent=if_absent,
         )
-        return InsertResult([id_ for id_, _, _, _ in prepared], errors)
+        if skipped:
+            positions = {
+                str(record.get("_id")): position
+                for position, record in reversed(list(enumerate(batch)))
+                if isinstance(record, Mapping)
+            }
+            for id_ in ids:
+                if id_ in skipped:
+                    message = f"a record with _id {id_!r} exists already"
+                    errors.append(RecordError(positions.get(id_, -1), id_, DuplicateIdError.code, message))
+            errors.sort(key=lambda error: error.position)
+            ids = [id_ for id_ in ids if id_ not in skipped]
+        return InsertResult(ids, errors)
 
     def _prepare(
         self, batch: Sequence[Any], *, fetch: Fetch | None, atomic: bool
@@ -536,7 +563,7 @@ class Collection:
         binary collections) and optional metadata per row."""
         self._check_open()
         binary = self.config.precision == "binary"
-        matrix = np.ascontiguousarray(vectors, dtype=np.uint8 if binary else np.float32)
+        matrix = np.ascontiguousarray(vectors, dtype=np.uint8) if binary else np.ascontiguousarray(_float32(vectors))
         width = self.config.ndim // 8 if binary else self.config.ndim
         if matrix.ndim != 2 or matrix.shape[1] != width:
             raise DimensionMismatchError(f"vectors must have shape [n, {width}], got {list(matrix.shape)}")
@@ -565,10 +592,25 @@ class Collection:
         matrix: np.ndarray,
         datas: list[dict[str, Any]],
         images: Sequence[bytes | None] | None = None,
-    ) -> None:
+        *,
+        if_absent: bool = False,
+    ) -> set[str]:
+        """Writes the rows (replacing stored records of the same `_id`); with `if_absent`, skips
+        the ids already stored instead and returns them."""
         with self._store.write_lock:
             self._check_open()
             existing = self._store.records_by_id(ids)
+            skipped: set[str] = set()
+            if if_absent and existing:
+                skipped = set(existing)
+                keep = [position for position, id_ in enumerate(ids) if id_ not in skipped]
+                if not keep:
+                    return skipped
+                ids = [ids[position] for position in keep]
+                matrix = matrix[keep]
+                datas = [datas[position] for position in keep]
+                images = None if images is None else [images[position] for position in keep]
+                existing = {}
             with self._store.transaction() as cursor:
                 fresh = [id_ for id_ in ids if id_ not in existing]
                 allocated = iter(self._store.allocate_keys(cursor, len(fresh)))
@@ -592,6 +634,7 @@ class Collection:
                         self._store.put_image(cursor, key, original)
                     stored.append(StoredRecord(key, id_, data, row.tobytes(), group_id))
             self._after_commit(lambda: self._apply_records(self._index, stored, before), len(ids))
+        return skipped
 
     def _after_commit(self, apply: Any, changes: int) -> None:
         """Applies a committed write to the index. Should that fail (it has been validated, so
@@ -879,7 +922,7 @@ class Collection:
         if binary:
             return self._vector_row(vector, 0).reshape(1, -1)
         try:
-            row = np.asarray(vector, dtype=np.float32)
+            row = _float32(vector)
         except (TypeError, ValueError) as error:
             raise InvalidVectorError(f"query vector must be numbers ({error})") from error
         if row.ndim != 1 or row.size != self.config.ndim:
@@ -1043,6 +1086,43 @@ class Collection:
             out.append(self._hit(found, distance, fields))
         return out
 
+    def rank(
+        self,
+        ids: Sequence[str],
+        vector: Any = None,
+        *,
+        record: Mapping[str, Any] | None = None,
+        text: str | None = None,
+        text_weight: float = 0.5,
+        colors: Any = None,
+        fields: Sequence[str] | None = None,
+        fetch: Fetch | None = None,
+    ) -> list[dict[str, Any]]:
+        """The records with these `ids`, nearest to the query first, with exact distances (as
+        :meth:`search` computes them; each record's closest view). Unknown ids are left out.
+        Costs a lookup per id, whatever the size of the collection."""
+        self._check_open()
+        if isinstance(ids, str):
+            raise InvalidInputError("rank takes a list of ids, not a single string")
+        query = self.query_vector(
+            vector, record=record, text=text, text_weight=text_weight, colors=colors, fetch=fetch
+        )
+        wanted = list(dict.fromkeys(self._check_id(i, p) for p, i in enumerate(ids)))
+        if self.config.precision == "binary":
+            hits = self.search(query[0], filter={"_id": {"$in": wanted}}, limit=max(1, len(wanted)), exact=True)
+            return hits if wanted else []
+        found = self._store.records_by_id(wanted)
+        records = [found[id_] for id_ in wanted if id_ in found]
+        if not records:
+            return []
+        views = self._views
+        keys = np.asarray([r.key * views + v for r in records for v in range(views)], dtype=np.uint64)
+        rows, present = self._index.get_vectors(keys)
+        distances = _core.distances(self.config.metric, np.ascontiguousarray(query[0]), np.ascontiguousarray(rows))
+        distances = np.where(present, distances, np.inf).reshape(len(records), views).min(axis=1)
+        order = np.argsort(distances, kind="stable")
+        return [self._hit(records[i], float(distances[i]), fields) for i in order if np.isfinite(distances[i])]
+
     def _view_ef(self, ef: int | None) -> int | None:
         """The search beam for a collection with several views per record: the views of one
         record crowd the beam, so it widens by their number (same distinct records per beam)."""
@@ -1122,7 +1202,7 @@ class Collection:
         limit = _check_limit(limit)
         offset = _check_offset(offset)
         binary = self.config.precision == "binary"
-        matrix = np.ascontiguousarray(queries, dtype=np.uint8 if binary else np.float32)
+        matrix = np.ascontiguousarray(queries, dtype=np.uint8) if binary else np.ascontiguousarray(_float32(queries))
         if matrix.ndim == 1:
             matrix = matrix.reshape(1, -1)
         width = self.config.ndim // 8 if binary else self.config.ndim
@@ -1256,6 +1336,13 @@ def _first_per_record(keys: Any, distances: Any, views: int) -> tuple[list[int],
         out_keys.append(record)
         out_distances.append(float(distance))
     return out_keys, out_distances
+
+
+def _float32(values: Any) -> npt.NDArray[Any]:
+    """`values` as a float32 array. Numbers beyond float32's range become infinities (refused by
+    the callers' finiteness checks) without numpy's overflow warning."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(values, dtype=np.float32)
 
 
 def _check_limit(limit: Any) -> int:

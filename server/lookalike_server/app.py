@@ -14,6 +14,7 @@ from typing import Any
 from litestar import Litestar, MediaType, get
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from lookalike import Engine
@@ -22,7 +23,7 @@ from lookalike.sdk.registry import Registry, default_registry
 from lookalike_server.auth import TokenStore
 from lookalike_server.errors import exception_handlers
 from lookalike_server.metrics import Metrics, route_of
-from lookalike_server.settings import Settings
+from lookalike_server.settings import Settings, load_settings
 
 __all__ = ["create_app", "Services", "services"]
 
@@ -176,7 +177,10 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     """The application; the engine opens at startup and closes at shutdown."""
     from lookalike_server import native, ui, ximilar
 
-    settings = settings or Settings()
+    settings = settings if settings is not None else load_settings()
+    # httpx logs every request line (user-supplied `_url`s) at INFO: keep it to warnings.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
 
     def startup(app: Litestar) -> None:
         found = build_services(settings, registry)
@@ -207,6 +211,17 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
             version=VERSION,
             description="Self-hosted image similarity search: native API (/v1) and Ximilar-compatible routes.",
             path="/docs",
+            components=Components(
+                security_schemes={
+                    "token": SecurityScheme(
+                        type="apiKey",
+                        name="Authorization",
+                        security_scheme_in="header",
+                        description="`Token <token>` (also `Bearer <token>`): the admin token or a collection token.",
+                    )
+                }
+            ),
+            security=[{"token": []}],
         ),
         debug=False,
     )

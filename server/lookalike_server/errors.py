@@ -29,7 +29,7 @@ STATUS: dict[type[lk.LookalikeError], int] = {
     lk.NotFoundError: 404,
     lk.CollectionExistsError: 409,
     lk.ClosedError: 503,
-    lk.PluginError: 500,
+    lk.PluginError: 400,
     lk.ModelError: 500,
     lk.StorageError: 500,
     lk.InternalError: 500,
@@ -91,9 +91,18 @@ def _classify(error: Exception) -> tuple[int, str, str, dict[str, Any]]:
     if isinstance(error, PermissionDeniedException):
         return 403, "forbidden", str(error.detail), {}
     if isinstance(error, HTTPException):
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type"}
+        codes = {
+            400: "invalid_body",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "body_too_large",
+            415: "unsupported_media_type",
+        }
         status = error.status_code
         return status, codes.get(status, "http_error" if status < 500 else "server_error"), str(error.detail), {}
+    if isinstance(error, RecursionError):
+        # JSON (or a filter) nested thousands of levels deep: the decoder or the parser gave up.
+        return 400, "invalid_body", "the request is nested too deeply", {}
     logger.exception("unexpected server error", exc_info=error)
     return HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "the server failed; this is a bug, please report it", {}
 

@@ -46,6 +46,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     demo: bool = False
     #: Collection types to load (empty: every installed one).
     collection_types: tuple[str, ...] = ()
+    #: Records per collection that the Ximilar ``insert`` accepts before answering ``412 hard
+    #: capacity exceeded`` (0: unlimited), as Ximilar's plans do.
+    ximilar_max_records: Annotated[int, msgspec.Meta(ge=0)] = 0
     log_level: str = "info"
 
 

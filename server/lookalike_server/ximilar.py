@@ -35,12 +35,13 @@ Records and fields:
 Methods (what each answers is in the function that serves it):
 
 - ``insert``: an ``_id`` that exists already is skipped with ``411 "record duplicate"`` (never
-  overwritten; delete and insert again to change an image). The check runs just before the
-  write: two concurrent inserts of the same new ``_id`` can both succeed (the later one wins). Answer ``records`` +
+  overwritten; delete and insert again to change an image). The check and the write happen
+  under the collection's write lock: of two concurrent inserts of one new ``_id``, one writes
+  it and the other gets 411. Answer ``records`` +
   ``skipped_records`` (each with ``_reason.status``); status ``210 records inserted``, ``211
   some records inserted``, or when nothing was inserted ``411`` (all duplicates), ``412 hard
-  capacity exceeded`` or ``400``. The optional capacity is the environment variable
-  ``LOOKALIKE_XIMILAR_MAX_RECORDS`` (records per collection; unset or 0: unlimited).
+  capacity exceeded`` or ``400``. The optional capacity is the setting
+  ``ximilar_max_records`` (``LOOKALIKE_XIMILAR_MAX_RECORDS``) (records per collection; unset or 0: unlimited).
 - ``update``: merges the given metadata into the stored records (the vector stays).
 - ``delete``/``get``: ``220``/``200``, ``206 some of the records not found``, ``404 records not
   found``.
@@ -76,7 +77,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import random as random_module
 import re
 import threading
@@ -163,7 +163,6 @@ ENGINE_FIELDS = frozenset({"_id", "_url", "_base64", "_vector"})
 #: SDK flags that are not record data.
 CLIENT_FLAGS = frozenset({"noresize", "_img_data"})
 MAX_ID_LENGTH = 1024
-CAPACITY_ENV = "LOOKALIKE_XIMILAR_MAX_RECORDS"
 
 OK = (200, "OK")
 
@@ -217,25 +216,14 @@ class XimilarState:
                 self.cursors.popitem(last=False)
 
 
-def _capacity_from_env() -> int:
-    raw = os.environ.get(CAPACITY_ENV, "").strip()
-    if not raw:
-        return 0
-    try:
-        value = int(raw)
-    except ValueError as error:
-        raise ValueError(f"{CAPACITY_ENV} must be an integer, got {raw!r}") from error
-    return max(0, value)
-
-
 def on_startup(found: Services) -> None:
-    found.extra["ximilar"] = XimilarState(max_records=_capacity_from_env())
+    found.extra["ximilar"] = XimilarState(max_records=found.settings.ximilar_max_records)
 
 
 def _state(found: Services) -> XimilarState:
     state = found.extra.get("ximilar")
     if not isinstance(state, XimilarState):
-        state = XimilarState(max_records=_capacity_from_env())
+        state = XimilarState(max_records=found.settings.ximilar_max_records)
         found.extra["ximilar"] = state
     return state
 
@@ -647,7 +635,8 @@ def _insert(call: Call) -> Answer:
         fresh = fresh[:room]
     inserted: list[str] = []
     if fresh:
-        result = collection.insert([converted for _, converted in fresh])
+        # if_absent: an _id written by a concurrent request since the check above is skipped too.
+        result = collection.insert([converted for _, converted in fresh], if_absent=True)
         inserted = result.ids
         for failure in result.errors:
             position = fresh[failure.position][0]
@@ -807,14 +796,9 @@ def _rank(call: Call) -> Answer:
     metric = collection.config.metric
     if stored:
         ids = list(stored)
-        if collection.config.views == 1:
-            for id_ in ids:
-                distance = _metric_distance(metric, vector, collection.get_vector(id_))
-                ranked.append((_distance(distance), len(ranked), stored[id_]))
-        else:  # several views per record: the engine's search takes each record's closest view
-            hits = collection.search(vector=vector, filter={"_id": {"$in": ids}}, limit=len(ids), exact=True)
-            for hit in hits:
-                ranked.append((_distance(hit["distance"]), len(ranked), stored[hit["_id"]]))
+        # Exact distances by id lookups (each record's closest view for multi-view types).
+        for hit in collection.rank(ids, vector=vector, fields=[]):
+            ranked.append((_distance(hit["distance"]), len(ranked), stored[hit["_id"]]))
     for position, record in external:
         try:
             source = _record_for_engine(record, derived, images=True)

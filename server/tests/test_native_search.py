@@ -160,7 +160,7 @@ def test_rank(vec: Client, img: Client) -> None:
     everything = {
         hit["_id"]: hit["distance"] for hit in search(vec, "vec", query={"_id": "v0"}, limit=12, exact=True)["hits"]
     }
-    assert distances == pytest.approx([everything[i] for i in ("v2", "v5", "v9")])
+    assert distances == pytest.approx([everything[i] for i in ("v2", "v5", "v9")], rel=1e-5, abs=1e-6)
     ranked = img.post(
         "/v1/collections/img/rank",
         json={"query": {"_base64": b64(solid((5, 5, 250)))}, "ids": ["red", "blue"], "fields": []},
