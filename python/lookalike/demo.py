@@ -106,10 +106,14 @@ def _show(title: str, collection: Collection, **query: Any) -> None:
 
 
 PLANS: list[tuple[str, str, dict[str, Any]]] = [
-    ("photos", "generic", {"fields_to_index": ["category", "edit"], "product_id_field": "product_id"}),
-    ("products", "products", {"fields_to_index": ["category"]}),
-    ("colors", "colors", {}),
-    ("duplicates", "matching", {}),
+    (
+        "photos",
+        "generic",
+        {"fields_to_index": ["category", "edit"], "product_id_field": "product_id", "store_images": True},
+    ),
+    ("products", "products", {"fields_to_index": ["category"], "store_images": True}),
+    ("colors", "colors", {"store_images": True}),
+    ("duplicates", "matching", {"store_images": True}),
 ]
 
 

@@ -493,6 +493,43 @@ def get_record(request: Request[Any, Any, Any], name: FromPath[str], record_id: 
     return found[0]
 
 
+_IMAGE_TYPES = (
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"BM", "image/bmp"),
+)
+
+
+def _image_media_type(data: bytes) -> str:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    for magic, media_type in _IMAGE_TYPES:
+        if data.startswith(magic):
+            return media_type
+    return "application/octet-stream"
+
+
+@get(
+    "/collections/{name:str}/records/{record_id:str}/image",
+    sync_to_thread=True,
+    opt={"access": "read"},
+    responses=_errors(),
+    media_type="application/octet-stream",
+)
+def get_record_image(request: Request[Any, Any, Any], name: FromPath[str], record_id: FromPath[str]) -> Response[bytes]:
+    """The original image of a record, as it was inserted, in collections created with
+    ``store_images``. 400 ``unsupported`` when the collection does not store images, 404
+    ``record_not_found`` when the record (or its image) is not there."""
+    data = _collection(request, name).get_image(record_id)
+    return Response(
+        data,
+        media_type=_image_media_type(data),
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=300"},
+    )
+
+
 @post(
     "/collections/{name:str}/records/get",
     status_code=HTTP_200_OK,
@@ -768,6 +805,7 @@ ROUTES: list[Any] = [
     upload_records,
     list_records,
     get_record,
+    get_record_image,
     get_records,
     update_records,
     delete_records,

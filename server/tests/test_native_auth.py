@@ -50,6 +50,7 @@ ROUTES: list[Route] = [
     Route("POST", "/v1/collections/{name}/records/upload", "write", files=UPLOAD),
     Route("GET", "/v1/collections/{name}/records", "read"),
     Route("GET", "/v1/collections/{name}/records/{record_id}", "read"),
+    Route("GET", "/v1/collections/{name}/records/{record_id}/image", "read"),
     Route("POST", "/v1/collections/{name}/records/get", "read", {"ids": ["r1"]}),
     Route("PATCH", "/v1/collections/{name}/records", "write", {"records": [{"_id": "r1", "x": 1}]}),
     Route("POST", "/v1/collections/{name}/records/delete", "write", {"ids": ["r1"]}),
@@ -75,7 +76,9 @@ class Setup:
 @pytest.fixture
 def setup(client: Client) -> Setup:
     for name in ("a", "b"):
-        response = client.post("/v1/collections", json={"name": name, "type": "tinycolour"}, headers=ADMIN)
+        response = client.post(
+            "/v1/collections", json={"name": name, "type": "tinycolour", "store_images": True}, headers=ADMIN
+        )
         assert response.status_code == 201
         records = [{"_id": "r1", "_base64": IMAGE}]
         assert (

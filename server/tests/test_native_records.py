@@ -242,3 +242,29 @@ def test_upload(img: Client) -> None:
         assert response.status_code == 400 and response.json()["code"] == "invalid_body", data
     no_file = img.post("/v1/collections/img/records/upload", data={"_id": "x"}, headers=ADMIN)
     assert no_file.status_code == 400 and no_file.json()["code"] == "invalid_body"
+
+
+def test_stored_image(client: Client) -> None:
+    created = client.post(
+        "/v1/collections", json={"name": "kept", "type": "tinycolour", "store_images": True}, headers=ADMIN
+    )
+    assert created.status_code == 201, created.text
+    original = png(solid((10, 200, 30)))
+    client.post(
+        "/v1/collections/kept/records",
+        json={"records": [{"_id": "a", "_base64": b64(solid((10, 200, 30)))}]},
+        headers=ADMIN,
+    )
+    response = client.get("/v1/collections/kept/records/a/image", headers=ADMIN)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.content == original
+    missing = client.get("/v1/collections/kept/records/nope/image", headers=ADMIN)
+    assert missing.status_code == 404 and missing.json()["code"] == "record_not_found"
+    assert client.get("/v1/collections/kept/records/a/image").status_code == 401
+
+
+def test_image_of_a_collection_without_images(img: Client) -> None:
+    response = img.get("/v1/collections/img/records/red/image", headers=ADMIN)
+    assert response.status_code == 400 and response.json()["code"] == "unsupported"

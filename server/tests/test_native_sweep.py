@@ -3,7 +3,6 @@ with a ``code`` (never a 500), and the collection is unchanged afterwards."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -145,11 +144,9 @@ def test_oversize_and_wrong_content_type(sweep_client: TestClient[Any]) -> None:
 
 
 def test_ximilar_routes_never_fail(sweep_client: TestClient[Any]) -> None:
-    headers: Callable[[str], dict[str, str]] = lambda c: {
-        **ADMIN,
-        "collection-id": c,  # noqa: E731
-        "Content-Type": "application/json",
-    }
+    def headers(collection: str) -> dict[str, str]:
+        return {**ADMIN, "collection-id": collection, "Content-Type": "application/json"}
+
     for method in (
         "insert",
         "visualKNN",

@@ -77,3 +77,11 @@ export async function api(method, url, { json, form, query, token = session.toke
   }
   return answer;
 }
+
+/** An image the API serves (a stored record image) as an object URL; it needs the token, which
+ * an <img src> cannot send. Rejects with an ApiError when there is none. */
+export async function imageObjectUrl(url, { token = session.token } = {}) {
+  const response = await fetch(url, { headers: token ? { Authorization: `Token ${token}` } : {} });
+  if (!response.ok) throw new ApiError(response.status, "image_unavailable", `no image (${response.status})`);
+  return URL.createObjectURL(await response.blob());
+}

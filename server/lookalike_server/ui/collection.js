@@ -1,7 +1,7 @@
 // One collection: browse and search it (tab "search"), add records (tab "upload"), its
 // near-duplicate groups (tab "duplicates") and its settings (tab "about").
 
-import { api, path } from "./api.js";
+import { api, imageObjectUrl, path } from "./api.js";
 import { describeKinds, errorSlot, fill, formatBytes, formatCount, formatValue, h, imageUrl, plural } from "./dom.js";
 import { UploadPanel } from "./upload.js";
 
@@ -121,9 +121,22 @@ function placeholder(id, reason) {
   return h("span", { class: "placeholder" }, h("span", { class: "placeholder-id" }, id), h("span", { class: "placeholder-note" }, reason));
 }
 
-/** The thumbnail of a record: its `_url` image, or its `_id` where there is none. */
-function thumbnail(record) {
+/** The thumbnail of a record: its `_url` image, else its stored image (collections that keep
+ * images), else its `_id`. */
+function thumbnail(record, view) {
   const url = imageUrl(record._url);
+  if (!url && view?.info?.store_images && !record._id.includes("/")) {
+    const image = h("img", { alt: "", decoding: "async" });
+    const slot = h("span", { class: "stored-image" }, placeholder(record._id, "loading image"));
+    imageObjectUrl(path("collections", view.name, "records", record._id, "image"))
+      .then((objectUrl) => {
+        image.addEventListener("load", () => URL.revokeObjectURL(objectUrl), { once: true });
+        image.src = objectUrl;
+        slot.replaceWith(image);
+      })
+      .catch(() => slot.replaceWith(placeholder(record._id, "no stored image")));
+    return slot;
+  }
   if (!url) return placeholder(record._id, "no image URL");
   const image = h("img", { src: url, alt: "", loading: "lazy", decoding: "async", referrerpolicy: "no-referrer" });
   image.addEventListener("error", () => image.replaceWith(placeholder(record._id, "image did not load")), { once: true });
@@ -160,7 +173,7 @@ function hitCard(record, view) {
     h("button", {
       type: "button", class: "thumb", title: "More like this", "aria-label": `More like this: ${record._id}`,
       onclick: () => view.moreLikeThis(record._id, imageUrl(record._url)),
-    }, thumbnail(record)),
+    }, thumbnail(record, view)),
     h("div", { class: "hit-body" },
       h("div", { class: "hit-head" },
         h("span", { class: "hit-id", title: record._id }, record._id),
