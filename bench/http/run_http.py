@@ -60,12 +60,12 @@ def jpeg_b64(image: Image.Image, side: int = 320) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def load(data: Path, records: int) -> None:
+def load(data: Path, records: int, precision: str = "f32") -> None:
     rng = np.random.default_rng(0)
     centres = np.abs(rng.standard_normal((500, 1280))).astype(np.float32)
     started = time.perf_counter()
     with lookalike.Engine(data) as engine:
-        col = engine.create_collection("bench", type="generic", fields_to_index=["shop"])
+        col = engine.create_collection("bench", type="generic", fields_to_index=["shop"], precision=precision)
         for start in range(0, records, 20_000):
             n = min(20_000, records - start)
             labels = rng.integers(0, 500, n)
@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--precision", default="f32", choices=["f32", "f16", "i8"], help="graph precision")
     args = parser.parse_args()
     wall = time.perf_counter()
     rng = np.random.default_rng(1)
@@ -143,7 +144,7 @@ def main() -> None:
     image = jpeg_b64(photos()[0])
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder) / "data"
-        load(data, args.records)
+        load(data, args.records, args.precision)
         local = in_process(data, args.records, queries, image)
         print("in-process:", json.dumps(local), flush=True)
         port = free_port()
@@ -193,15 +194,19 @@ def main() -> None:
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
+    suffix = "" if args.precision == "f32" else f"-{args.precision}"
+    mark_start, mark_end = MARK_START.replace("http", "http" + suffix), MARK_END.replace("http", "http" + suffix)
     lines = [
-        MARK_START,
-        "## HTTP server under load",
+        mark_start,
+        "## HTTP server under load" + ("" if args.precision == "f32" else f" ({args.precision} graph)"),
         "",
-        f"Command: `.venv/bin/python bench/http/run_http.py --records {args.records} --seconds {args.seconds:g}`"
+        f"Command: `.venv/bin/python bench/http/run_http.py --records {args.records} --seconds {args.seconds:g}"
+        f" --precision {args.precision}`"
         f" ({time.perf_counter() - wall:.0f} s). Machine: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores; Python {platform.python_version()}. One uvicorn process (uvloop, httptools), the "
         "load generator (bench/http/loadgen.py, asyncio, keep-alive) on the same machine over loopback.",
-        f"Collection: `generic` (1280-d, f32 graph + exact re-rank), {args.records:,} records; k = 10.",
+        f"Collection: `generic` (1280-d, {args.precision} graph + exact f32 re-rank), {args.records:,} records;"
+        " k = 10.",
         "",
         "| scenario | requests | req/s | p50 ms | p99 ms | errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -220,15 +225,15 @@ def main() -> None:
         f"({local['id_qps']:.0f} queries/s)",
         f"- search by image: p50 {local['image_p50_ms']:.1f} ms",
         f"- insert: {local['insert_images_per_s']:.0f} images/s",
-        MARK_END,
+        mark_end,
     ]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
         current = args.out.read_text() if args.out.exists() else ""
-        if MARK_START in current and MARK_END in current:
-            head, _, rest = current.partition(MARK_START)
-            _, _, tail = rest.partition(MARK_END)
+        if mark_start in current and mark_end in current:
+            head, _, rest = current.partition(mark_start)
+            _, _, tail = rest.partition(mark_end)
             current = head + text.rstrip("\n") + tail
         else:
             current = current.rstrip("\n") + "\n\n" + text
