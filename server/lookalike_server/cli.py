@@ -1,54 +1,69 @@
-"""``lookalike serve``: the HTTP server (registered under the ``lookalike.commands`` entry point)."""
+"""``lookalike serve``: the HTTP server, a click command registered under the ``lookalike.commands``
+entry point (so ``lookalike`` finds it without importing this package until it runs)."""
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
-from collections.abc import Sequence
 
-__all__ = ["serve_main"]
+import click
+
+from lookalike.cli import EXIT_CODES, CliError, ExitCode
+
+__all__ = ["serve"]
 
 
-def serve_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="lookalike serve", description="Run the Lookalike HTTP server.")
-    parser.add_argument("--host", help="address to listen on (default 127.0.0.1; LOOKALIKE_HOST)")
-    parser.add_argument("--port", type=int, help="port (default 8000; LOOKALIKE_PORT)")
-    parser.add_argument("--data", help="data folder (default ./data; LOOKALIKE_DATA)")
-    parser.add_argument("--settings", help="a TOML settings file (LOOKALIKE_SETTINGS)")
-    parser.add_argument("--workers", type=int, help="worker processes (the embedded engine allows 1)")
-    parser.add_argument("--demo", action="store_true", default=None, help="build the demo collections if absent")
-    parser.add_argument("--allow-private-urls", action="store_true", default=None, help="let _url reach private hosts")
-    parser.add_argument("--log-level", help="debug, info, warning, error")
-    args = parser.parse_args(list(argv))
+@click.command("serve", context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
+@click.option("--host", metavar="ADDRESS", help="Address to listen on [default: 127.0.0.1; env LOOKALIKE_HOST].")
+@click.option("--port", type=int, help="Port [default: 8000; env LOOKALIKE_PORT].")
+@click.option("--data", metavar="DIR", help="Data folder [default: ./data; env LOOKALIKE_DATA].")
+@click.option("--settings", metavar="FILE", help="A TOML settings file (env LOOKALIKE_SETTINGS).")
+@click.option("--workers", type=int, help="Worker processes (the embedded engine allows 1).")
+@click.option("--demo", is_flag=True, help="Build the demo collections if the data folder has none.")
+@click.option("--allow-private-urls", is_flag=True, help="Let _url reach loopback and private addresses.")
+@click.option("--log-level", metavar="LEVEL", help="debug, info, warning, error [default: info].")
+def serve(
+    host: str | None,
+    port: int | None,
+    data: str | None,
+    settings: str | None,
+    workers: int | None,
+    demo: bool,
+    allow_private_urls: bool,
+    log_level: str | None,
+) -> int:
+    """Run the Lookalike HTTP server: the native /v1 API, the Ximilar-compatible API and the /ui page.
 
+    Every setting is an option here, a LOOKALIKE_* environment variable or a key of the TOML
+    file, in that order of precedence. The admin token is LOOKALIKE_ADMIN_TOKEN, or generated
+    at first start into DATA/admin-token.
+    """
     import uvicorn
 
     from lookalike_server.app import create_app
     from lookalike_server.settings import load_settings
 
     try:
-        settings = load_settings(
-            args.settings,
+        loaded = load_settings(
+            settings,
             {
-                "host": args.host,
-                "port": args.port,
-                "data": args.data,
-                "workers": args.workers,
-                "demo": args.demo,
-                "allow_private_urls": args.allow_private_urls,
-                "log_level": args.log_level,
+                "host": host,
+                "port": port,
+                "data": data,
+                "workers": workers,
+                # A flag cannot say "off", so absent means: as the environment or the file say.
+                "demo": demo or None,
+                "allow_private_urls": allow_private_urls or None,
+                "log_level": log_level,
             },
         )
     except ValueError as error:
-        print(f"lookalike serve: {error}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
-    base = f"http://{settings.host}:{settings.port}"
-    print(f"Lookalike on {base}", flush=True)
-    print(f"  API docs  {base}/docs    health  {base}/health    metrics  {base}/metrics", flush=True)
-    token = "LOOKALIKE_ADMIN_TOKEN" if settings.admin_token else f"{settings.data}/admin-token"
-    print(f"  data in {settings.data}; the admin token is in {token}", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, workers=None)
-    return 0
+        raise CliError(str(error), ExitCode.USAGE) from error
+    logging.basicConfig(level=loaded.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(loaded)
+    base = f"http://{loaded.host}:{loaded.port}"
+    click.echo(f"Lookalike on {base}")
+    click.echo(f"  web page  {base}/ui    API docs  {base}/docs    health  {base}/health    metrics  {base}/metrics")
+    token = "LOOKALIKE_ADMIN_TOKEN" if loaded.admin_token else f"{loaded.data}/admin-token"
+    click.echo(f"  data in {loaded.data}; the admin token is in {token}")
+    uvicorn.run(app, host=loaded.host, port=loaded.port, log_level=loaded.log_level, workers=None)
+    return int(ExitCode.OK)
