@@ -28,8 +28,10 @@ from lookalike.errors import (
     InvalidVectorError,
     LookalikeError,
     NotFoundError,
+    ReadOnlyStorageError,
     RecordNotFoundError,
     StorageError,
+    StorageFullError,
     UnsupportedError,
 )
 
@@ -56,6 +58,8 @@ __all__ = [
     "RecordNotFoundError",
     "CollectionExistsError",
     "StorageError",
+    "StorageFullError",
+    "ReadOnlyStorageError",
     "CorruptSnapshotError",
     "ClosedError",
     "InternalError",

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,7 @@ from lookalike.sdk.types import (
     parse_colors,
     query_kinds,
 )
-from lookalike.storage import CollectionStore, StoredRecord, dumps
+from lookalike.storage import CollectionStore, StoredRecord, dumps, storage_error
 
 __all__ = ["Engine", "Collection", "CollectionConfig", "SearchBatch", "RecordPage", "InsertResult", "RecordError"]
 
@@ -70,6 +71,8 @@ RESERVED_FIELDS = frozenset({"_id", "_vector", "_url", "_base64", "_file"})
 CONFIG_FILE = "config.json"
 DATABASE_FILE = "collection.db"
 SNAPSHOT_DIR = "snapshots"
+#: After a snapshot fails (a full disk), writes wait this long before the next try.
+SNAPSHOT_RETRY_SECONDS = 60.0
 
 Metric = Literal["cos", "ip", "l2sq", "hamming"]
 Precision = Literal["f32", "f16", "i8", "binary"]
@@ -168,8 +171,9 @@ class Collection:
             if type_ is not None
             else None
         )
-        self._store = CollectionStore(path / DATABASE_FILE)
+        self._store = CollectionStore(path / DATABASE_FILE, max_bytes=engine.max_collection_bytes)
         self._closed = False
+        self._snapshot_failed_at: float | None = None
         self._fields = tuple(config.fields_to_index)
         self._indexed = frozenset(self._fields)
         self._core_fields = [name for path_ in self._fields for name in (path_, path_ + PRESENCE_SUFFIX)]
@@ -650,8 +654,19 @@ class Collection:
         self._maybe_snapshot()
 
     def _maybe_snapshot(self) -> None:
-        if self._changes_since_snapshot > max(10_000, len(self._index) // 4):
+        """Takes a snapshot once enough changed since the last one. It runs inside a write that
+        has committed already, so a failure (a full disk) is logged, not raised: the change log
+        keeps every write, and the next try waits a while instead of failing every write."""
+        if self._changes_since_snapshot <= max(10_000, len(self._index) // 4):
+            return
+        failed_at = self._snapshot_failed_at
+        if failed_at is not None and time.monotonic() - failed_at < SNAPSHOT_RETRY_SECONDS:
+            return
+        try:
             self.snapshot()
+        except StorageError as error:
+            self._snapshot_failed_at = time.monotonic()
+            logger.warning("snapshot of %s failed, the change log keeps every write: %s", self.config.name, error)
 
     def update(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Sets the given fields of existing records (other fields stay); a `_vector` replaces
@@ -727,10 +742,10 @@ class Collection:
                 if unindex:
                     self._index.unindex_fields(unindex)
                 self._index.remove(self._index_keys([r.key for r in targets]))
-                with self._store.transaction() as cursor:
-                    for record in targets:
-                        self._store.log_change(cursor, record.key, before[record.key] or None)
+                with self._store.freeing() as cursor:
+                    for record in targets:  # deleting first frees the pages the log rows need
                         self._store.delete(cursor, record.key)
+                        self._store.log_change(cursor, record.key, before[record.key] or None)
             except BaseException:
                 self._index = self._open_index()
                 raise
@@ -776,11 +791,16 @@ class Collection:
             if temporary.exists():
                 shutil.rmtree(temporary)
             final = directory / f"{sequence:020d}"
-            self._index.save(str(temporary), sequence)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(temporary, final)
-            _fsync_directory(directory)
+            try:
+                self._index.save(str(temporary), sequence)
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(temporary, final)
+                _fsync_directory(directory)
+            except OSError as error:  # StorageError from the core is an OSError too
+                shutil.rmtree(temporary, ignore_errors=True)  # a partial snapshot is never loaded
+                raise storage_error(error, f"cannot save a snapshot of {self.config.name!r}") from error
+            self._snapshot_failed_at = None
             for old in self._snapshots():
                 if old != final:
                     shutil.rmtree(old, ignore_errors=True)
@@ -1104,9 +1124,7 @@ class Collection:
         self._check_open()
         if isinstance(ids, str):
             raise InvalidInputError("rank takes a list of ids, not a single string")
-        query = self.query_vector(
-            vector, record=record, text=text, text_weight=text_weight, colors=colors, fetch=fetch
-        )
+        query = self.query_vector(vector, record=record, text=text, text_weight=text_weight, colors=colors, fetch=fetch)
         wanted = list(dict.fromkeys(self._check_id(i, p) for p, i in enumerate(ids)))
         if self.config.precision == "binary":
             hits = self.search(query[0], filter={"_id": {"$in": wanted}}, limit=max(1, len(wanted)), exact=True)
@@ -1310,7 +1328,10 @@ class Collection:
         if thread is not None and thread.is_alive():
             thread.join()
         if snapshot and self._changes_since_snapshot:
-            self.snapshot()
+            try:
+                self.snapshot()
+            except StorageError as error:  # the database has every write: the next open replays them
+                logger.warning("snapshot of %s at close failed: %s", self.config.name, error)
         with self._store.write_lock:
             self._closed = True
             self._store.close()
@@ -1409,6 +1430,7 @@ class Engine:
         threads: int | None = None,
         batch_size: int = 32,
         micro_batch: bool = False,
+        max_collection_bytes: int | None = None,
     ) -> None:
         """Opens (or creates) a data folder.
 
@@ -1423,12 +1445,17 @@ class Engine:
             batch_size: images per model call.
             micro_batch: share model calls among concurrent callers (servers: many small
                 requests at once); each collection type then runs one batch at a time.
+            max_collection_bytes: caps each collection's database (records, vectors, stored
+                images); a write past it raises :class:`StorageFullError` and reads go on.
         """
         self.path = Path(path)
         self.registry = registry if registry is not None else default_registry()
         self.fetch = fetch
         self.allow_files = allow_files
         self.max_image_pixels = max_image_pixels
+        if max_collection_bytes is not None and max_collection_bytes < 1:
+            raise InvalidInputError("max_collection_bytes must be a positive number of bytes, or None")
+        self.max_collection_bytes = max_collection_bytes
         self._threads = threads
         self._batch_size = batch_size
         self._types: dict[str, CollectionType] = {}
@@ -1612,15 +1639,19 @@ class Engine:
                 expansion_add=expansion_add,
                 expansion_search=expansion_search,
             )
-            if folder.exists():  # a half-created folder from a crash: nothing acknowledged lives there
-                shutil.rmtree(folder)
             temporary = folder.with_name(f".{name}.creating")
-            if temporary.exists():
-                shutil.rmtree(temporary)
-            temporary.mkdir(parents=True)
-            (temporary / CONFIG_FILE).write_bytes(msgspec.json.encode(settings))
-            os.replace(temporary, folder)
-            _fsync_directory(folder.parent)
+            try:
+                if folder.exists():  # a half-created folder from a crash: nothing acknowledged lives there
+                    shutil.rmtree(folder)
+                if temporary.exists():
+                    shutil.rmtree(temporary)
+                temporary.mkdir(parents=True)
+                (temporary / CONFIG_FILE).write_bytes(msgspec.json.encode(settings))
+                os.replace(temporary, folder)
+                _fsync_directory(folder.parent)
+            except OSError as error:
+                shutil.rmtree(temporary, ignore_errors=True)
+                raise storage_error(error, f"cannot create collection {name!r}") from error
             collection = Collection(self, folder, settings, type_instance)
             self._collections[name] = collection
             return collection
@@ -1669,7 +1700,10 @@ class Engine:
             if collection is not None:
                 collection.close(snapshot=False)
             trash = folder.with_name(f".{name}.dropping")
-            os.replace(folder, trash)
+            try:
+                os.replace(folder, trash)
+            except OSError as error:
+                raise storage_error(error, f"cannot drop collection {name!r}") from error
             shutil.rmtree(trash, ignore_errors=True)
 
     def close(self) -> None:

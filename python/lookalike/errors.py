@@ -25,6 +25,8 @@ __all__ = [
     "RecordNotFoundError",
     "CollectionExistsError",
     "StorageError",
+    "StorageFullError",
+    "ReadOnlyStorageError",
     "CorruptSnapshotError",
     "ClosedError",
     "InternalError",
@@ -127,6 +129,21 @@ class StorageError(LookalikeError, OSError):
     """Reading or writing the data folder failed."""
 
     code = "storage_error"
+
+
+class StorageFullError(StorageError):
+    """The disk, or the collection's storage quota (``max_collection_bytes``), is full. Nothing
+    of the failed write was kept and nothing written before is damaged; reads go on, and writes
+    work again once space is freed (removing records frees space inside a quota)."""
+
+    code = "storage_full"
+
+
+class ReadOnlyStorageError(StorageError):
+    """The data folder cannot be written (a read-only disk, file system or file). Reads go on;
+    writes work again once the folder is writable."""
+
+    code = "storage_read_only"
 
 
 class CorruptSnapshotError(StorageError):

@@ -13,6 +13,8 @@ indexing the current ones, so field indexes never keep stale values of a reused 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import sqlite3
 import threading
@@ -23,9 +25,45 @@ from typing import Any
 
 import numpy as np
 
-from lookalike.errors import StorageError
+from lookalike.errors import ReadOnlyStorageError, StorageError, StorageFullError
 
-__all__ = ["CollectionStore", "StoredRecord", "Change", "dumps"]
+__all__ = ["CollectionStore", "StoredRecord", "Change", "dumps", "storage_error"]
+
+#: SQLite's largest page count: no cap but the disk.
+NO_PAGE_CAP = 0xFFFFFFFE
+_SQLITE_READONLY = 8
+_SQLITE_FULL = 13
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+#: How the core's I/O errors (Rust ``io::Error`` as text) name the same conditions.
+_FULL_TEXTS = ("no space left on device", "disk quota exceeded", "file too large", "database or disk is full")
+_READ_ONLY_TEXTS = ("read-only file system", "permission denied", "readonly database", "operation not permitted")
+
+
+def storage_error(error: BaseException, what: str) -> StorageError:
+    """The typed error of a failed write or read of the data folder: a full disk (or quota)
+    and a read-only disk get their own classes, so callers (and HTTP clients: 507 and 503) can
+    tell them from damage."""
+    code = getattr(error, "sqlite_errorcode", None)
+    primary = None if code is None else int(code) & 0xFF
+    number = getattr(error, "errno", None)
+    text = str(error).lower()
+    if isinstance(error, StorageFullError | ReadOnlyStorageError):
+        return error
+    if primary == _SQLITE_FULL or number in _FULL_ERRNOS or any(t in text for t in _FULL_TEXTS):
+        return StorageFullError(
+            f"{what}: the disk or the collection's storage quota is full ({error}); nothing of this "
+            "write was kept. Free space or remove records, then retry; reads still work"
+        )
+    if primary == _SQLITE_READONLY or number in _READ_ONLY_ERRNOS or any(t in text for t in _READ_ONLY_TEXTS):
+        return ReadOnlyStorageError(
+            f"{what}: the data folder cannot be written ({error}); nothing of this write was kept. "
+            "Make it writable, then retry; reads still work"
+        )
+    if isinstance(error, StorageError):
+        return error
+    return StorageError(f"{what}: {error}")
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (
@@ -82,8 +120,9 @@ class CollectionStore:
     """One collection's SQLite database. Writes go through one connection under a lock;
     each reading thread gets its own connection, so readers never wait for the writer."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, max_bytes: int | None = None) -> None:
         self.path = path
+        self._max_pages = NO_PAGE_CAP
         self._write_lock = threading.RLock()
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -92,7 +131,27 @@ class CollectionStore:
             self._writer = self._connect()
             self._writer.executescript(SCHEMA)
         except sqlite3.Error as error:
-            raise StorageError(f"cannot open {path}: {error}") from error
+            raise storage_error(error, f"cannot open {path}") from error
+        self.set_max_bytes(max_bytes)
+
+    def set_max_bytes(self, max_bytes: int | None) -> None:
+        """Caps the database (records, metadata, vectors, stored images and the change log) at
+        about `max_bytes`; a write that would pass it raises :class:`StorageFullError`. None:
+        no cap but the disk. A cap below the current size keeps the current size."""
+        with self._write_lock:
+            try:
+                page_size = int(self._writer.execute("PRAGMA page_size").fetchone()[0])
+                self._max_pages = NO_PAGE_CAP if max_bytes is None else max(1, -(-int(max_bytes) // page_size))
+                self._writer.execute(f"PRAGMA max_page_count = {self._max_pages}")
+            except sqlite3.Error as error:
+                raise storage_error(error, f"cannot set the size cap of {self.path}") from error
+
+    def size_bytes(self) -> int:
+        """Bytes the database uses (pages in use, not counting free pages and the WAL)."""
+        connection = self._reader()
+        pages = int(connection.execute("PRAGMA page_count").fetchone()[0])
+        free = int(connection.execute("PRAGMA freelist_count").fetchone()[0])
+        return (pages - free) * int(connection.execute("PRAGMA page_size").fetchone()[0])
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
@@ -136,7 +195,10 @@ class CollectionStore:
             self.connection = connection
 
         def __enter__(self) -> sqlite3.Cursor:
-            self.connection.execute("BEGIN IMMEDIATE")
+            try:
+                self.connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as error:
+                raise storage_error(error, "cannot start a write") from error
             return self.connection.cursor()
 
         def __exit__(self, kind: object, error: object, traceback: object) -> None:
@@ -144,15 +206,18 @@ class CollectionStore:
                 try:
                     self.connection.execute("COMMIT")
                 except sqlite3.Error as commit_error:
-                    self.connection.execute("ROLLBACK")
-                    raise StorageError(f"commit failed: {commit_error}") from commit_error
+                    try:
+                        self.connection.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # SQLite rolled back on its own (a full disk does that)
+                    raise storage_error(commit_error, "commit failed") from commit_error
             else:
                 try:
                     self.connection.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                if isinstance(error, sqlite3.Error):
-                    raise StorageError(str(error)) from error
+                if isinstance(error, sqlite3.Error | OSError) and not isinstance(error, StorageError):
+                    raise storage_error(error, "write failed") from error
 
     def _transaction(self) -> CollectionStore._Transaction:
         return CollectionStore._Transaction(self._writer)
@@ -268,6 +333,23 @@ class CollectionStore:
     def transaction(self) -> CollectionStore._Transaction:
         return self._transaction()
 
+    @contextlib.contextmanager
+    def freeing(self) -> Iterator[sqlite3.Cursor]:
+        """A transaction that frees space (removes). Deleting rows still writes log rows and
+        rebalances pages before the freed pages count, so a collection at its cap gets a little
+        room past it (a tenth, at least 256 pages) for this transaction: removing records is how
+        a user makes room, and it must work at the cap."""
+        capped = self._max_pages != NO_PAGE_CAP
+        if capped:
+            grace = self._max_pages + max(256, self._max_pages // 10)
+            self._writer.execute(f"PRAGMA max_page_count = {min(grace, NO_PAGE_CAP)}")
+        try:
+            with self._transaction() as cursor:
+                yield cursor
+        finally:
+            if capped:
+                self._writer.execute(f"PRAGMA max_page_count = {self._max_pages}")
+
     @staticmethod
     def allocate_keys(cursor: sqlite3.Cursor, count: int) -> list[int]:
         """Reuses freed keys first (smallest first), then continues after the largest key."""
@@ -332,11 +414,11 @@ class CollectionStore:
 
     def prune_changes(self, sequence: int) -> None:
         """Drops the log up to `sequence` (once a snapshot includes it)."""
-        with self._write_lock, self._transaction() as cursor:
+        with self._write_lock, self.freeing() as cursor:
             cursor.execute("DELETE FROM changes WHERE seq <= ?", (sequence,))
 
     def checkpoint(self) -> None:
         try:
             self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as error:
-            raise StorageError(f"checkpoint failed: {error}") from error
+            raise storage_error(error, "checkpoint failed") from error

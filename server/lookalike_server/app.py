@@ -97,6 +97,7 @@ def build_services(settings: Settings, registry: Registry | None = None) -> Serv
         threads=settings.model_threads or None,
         batch_size=settings.batch_size,
         micro_batch=True,
+        max_collection_bytes=settings.max_collection_bytes or None,
     )
     return Services(
         settings=settings,

@@ -8,16 +8,19 @@ long tokens, ``JWT``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from lookalike.storage import storage_error
 from lookalike_server.errors import Forbidden, Unauthorized
 
 __all__ = ["Principal", "TokenStore", "parse_authorization", "Scope"]
@@ -115,7 +118,7 @@ class TokenStore:
         token = "lk_" + secrets.token_urlsafe(32)
         token_id = secrets.token_hex(8)
         created = time.time()
-        with self._lock:
+        with self._lock, _writing("cannot store the token"):
             self._db.execute(
                 "INSERT INTO tokens (id, digest, collection, scope, created, note) VALUES (?, ?, ?, ?, ?, ?)",
                 (token_id, _digest(token), collection, scope, created, note),
@@ -146,7 +149,7 @@ class TokenStore:
 
     def revoke(self, token_id: str) -> bool:
         """Revokes a token; False when no such token exists."""
-        with self._lock:
+        with self._lock, _writing("cannot revoke the token"):
             cursor = self._db.execute(
                 "UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL", (time.time(), token_id)
             )
@@ -156,7 +159,16 @@ class TokenStore:
 
     def revoke_collection(self, collection: str) -> None:
         """Revokes every token of a collection (when it is dropped)."""
-        with self._lock:
+        with self._lock, _writing("cannot revoke the collection's tokens"):
             self._db.execute(
                 "UPDATE tokens SET revoked = ? WHERE collection = ? AND revoked IS NULL", (time.time(), collection)
             )
+
+
+@contextlib.contextmanager
+def _writing(what: str) -> Iterator[None]:
+    """A token write that fails on the disk (full, read-only) raises the typed storage error."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        raise storage_error(error, what) from error

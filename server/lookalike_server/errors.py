@@ -29,6 +29,8 @@ STATUS: dict[type[lk.LookalikeError], int] = {
     lk.NotFoundError: 404,
     lk.CollectionExistsError: 409,
     lk.ClosedError: 503,
+    lk.StorageFullError: 507,
+    lk.ReadOnlyStorageError: 503,
     lk.PluginError: 400,
     lk.ModelError: 500,
     lk.StorageError: 500,
@@ -74,6 +76,10 @@ def _classify(error: Exception) -> tuple[int, str, str, dict[str, Any]]:
         return error.status, error.code, error.message, error.extra
     if isinstance(error, lk.LookalikeError):
         status = status_of(error)
+        if isinstance(error, lk.StorageFullError | lk.ReadOnlyStorageError):
+            # Not a bug but the disk: the write was not kept, reads go on; the message says so.
+            logger.warning("write refused: %s", error)
+            return status, error.code, str(error), {}
         if status >= 500:
             logger.exception("server error", exc_info=error)
             if isinstance(error, lk.ClosedError):

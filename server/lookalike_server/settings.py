@@ -49,6 +49,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     #: Records per collection that the Ximilar ``insert`` accepts before answering ``412 hard
     #: capacity exceeded`` (0: unlimited), as Ximilar's plans do.
     ximilar_max_records: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: Largest database of one collection, in bytes (0: no cap but the disk). A write past it,
+    #: or on a full disk, answers ``507 storage_full``; reads go on.
+    max_collection_bytes: Annotated[int, msgspec.Meta(ge=0)] = 0
     log_level: str = "info"
 
 

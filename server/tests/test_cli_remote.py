@@ -56,9 +56,7 @@ def ok(result: subprocess.CompletedProcess[str], code: int = ExitCode.OK) -> sub
 
 def vector_records(count: int, ndim: int = 4, start: int = 0) -> list[dict[str, Any]]:
     vectors = np.random.default_rng(start).standard_normal((count, ndim)).round(4)
-    return [
-        {"_id": f"r{start + i}", "_vector": vectors[i].tolist(), "part": (start + i) % 3} for i in range(count)
-    ]
+    return [{"_id": f"r{start + i}", "_vector": vectors[i].tolist(), "part": (start + i) % 3} for i in range(count)]
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:

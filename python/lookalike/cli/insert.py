@@ -346,6 +346,7 @@ class _Run:
             options.collection, total=size, completed=state.offset, records=state.position, failed=state.failed
         )
         batches = _batches(iter(reader), self.backend, reader_folder(path), options.batch_size, options.batch_bytes)
+
         def stopping() -> None:
             if progress.disable:
                 self.note("Stopping after the batch in flight (Ctrl-C again to stop at once)...")
@@ -438,9 +439,7 @@ class _Run:
                     f"{_count(state.position, 'record')} read."
                 )
         if state.failed:
-            self.note(
-                f"{_count(state.failed, 'record')} failed; each is listed with the reason in {errors.path}."
-            )
+            self.note(f"{_count(state.failed, 'record')} failed; each is listed with the reason in {errors.path}.")
         resume = "Run the same command again to resume after the last batch written."
         if outcome.interrupted:
             stopped = f"Interrupted after {_count(state.position, 'record')}."

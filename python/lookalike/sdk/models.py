@@ -125,4 +125,3 @@ def pull(name: str, url: str, dest: Path | None = None) -> Path:
     from lookalike.models.hub import pull as hub_pull
 
     return hub_pull(name, url, dest)
-
