@@ -98,6 +98,7 @@ def build_services(settings: Settings, registry: Registry | None = None) -> Serv
         batch_size=settings.batch_size,
         micro_batch=True,
         max_collection_bytes=settings.max_collection_bytes or None,
+        snapshot_every=settings.snapshot_every or None,
     )
     return Services(
         settings=settings,
