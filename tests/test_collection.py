@@ -340,3 +340,25 @@ def test_insert_if_absent_skips_stored_ids(tmp_path: Path) -> None:
         assert result.ids == ["b"]
         assert [(e.position, e.id, e.code) for e in result.errors] == [(1, "a", "duplicate_id")]
         assert col.get(["a"])[0]["n"] == 1
+
+
+def test_metadata_updates_leave_the_graph_alone(tmp_path: Path) -> None:
+    """Updating metadata (same vector, same group) changes the field indexes only: the graph
+    node is not removed and added again, so updates do not wear the graph or start compactions;
+    a new vector or a new group does replace the node."""
+    with lookalike.Engine(tmp_path / "data") as engine:
+        col = engine.create_collection("c", ndim=8, fields_to_index=["tag"], product_id_field="product")
+        base = clustered(200, 8, seed=3)
+        col.add_vectors([f"r{i}" for i in range(200)], base, [{"tag": "old", "product": i % 20} for i in range(200)])
+        for round_ in range(3):
+            col.update([{"_id": f"r{i}", "tag": f"t{round_}", "price": i} for i in range(200)])
+        assert col.stats()["removed_since_rebuild"] == 0
+        assert col.count({"tag": "t2"}) == 200 and col.count({"tag": "old"}) == 0
+        hits = col.search(base[5], limit=1, filter={"tag": "t2"})
+        assert hits[0]["_id"] == "r5" and hits[0]["price"] == 5
+        # A new group or a new vector replaces the node.
+        col.update([{"_id": "r1", "product": 999}, {"_id": "r2", "_vector": base[3].tolist()}])
+        assert col.stats()["removed_since_rebuild"] == 2
+        grouped = col.search(base[1], limit=3, group_by="product")
+        assert grouped[0]["_id"] == "r1" and grouped[0]["product"] == 999
+        assert {hit["_id"] for hit in col.search(base[3], limit=2, exact=True)} == {"r2", "r3"}

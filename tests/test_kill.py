@@ -18,4 +18,6 @@ def test_kills_under_load_lose_nothing(tmp_path: Path) -> None:
     # The aimed kills landed where they aimed (a snapshot folder was being written; the
     # collection reported a compaction under way).
     assert report.rounds[1].hit and report.rounds[2].hit, report.rounds
-    assert all(r.present > 1000 and r.removed_checked > 0 for r in report.rounds)
+    assert all(r.present > 1000 for r in report.rounds)
+    assert report.rounds[-1].removed_checked > 0  # the compaction round removed records
+    assert report.graph_lookups > 100

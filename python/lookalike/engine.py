@@ -253,22 +253,30 @@ class Collection:
         return np.asarray(collapsed[np.sort(first)], dtype=np.uint64)
 
     def _apply_records(
-        self, index: _core.Index, records: Sequence[StoredRecord], before: Mapping[int, Mapping[str, list[Any]]]
+        self,
+        index: _core.Index,
+        records: Sequence[StoredRecord],
+        before: Mapping[int, Mapping[str, list[Any]]],
+        same_vector: frozenset[int] = frozenset(),
     ) -> None:
         """Puts records (already committed) into the index; `before` holds the field values to
-        take out first for keys that were indexed with other values."""
+        take out first for keys that were indexed with other values. Keys in `same_vector` keep
+        their vector and group (a metadata update): only their field values change, so the
+        graph is not churned by removing and adding the same node again."""
         unindex = [entry for key, image in before.items() for entry in _entries(key, image, self._views)]
         if unindex:
             index.unindex_fields(unindex)
         if not records:
             return
-        keys = self._index_keys([r.key for r in records])
-        groups = np.fromiter(
-            (int(_core.NO_GROUP) if r.group_id is None else r.group_id for r in records),
-            dtype=np.uint64,
-            count=len(records),
-        )
-        index.add(keys, self._vectors_of(records), np.repeat(groups, self._views))
+        placed = [r for r in records if r.key not in same_vector]
+        if placed:
+            keys = self._index_keys([r.key for r in placed])
+            groups = np.fromiter(
+                (int(_core.NO_GROUP) if r.group_id is None else r.group_id for r in placed),
+                dtype=np.uint64,
+                count=len(placed),
+            )
+            index.add(keys, self._vectors_of(placed), np.repeat(groups, self._views))
         entries = [
             entry
             for r in records
@@ -700,6 +708,7 @@ class Collection:
                 raise RecordNotFoundError(f"no record with _id {missing[0]!r} (nothing was updated)")
             stored: list[StoredRecord] = []
             before: dict[int, dict[str, list[Any]]] = {}
+            same_vector: set[int] = set()
             with self._store.transaction() as cursor:
                 new_data = [existing[id_].data | fields for id_, fields, _ in changes]
                 group_values = [self._group_value(data) for data in new_data]
@@ -711,11 +720,14 @@ class Collection:
                         before[old.key] = image
                     self._store.log_change(cursor, old.key, image or None)
                     group_id = None if group is None else interned[group]
+                    if vector is None and group_id == old.group_id and old.key * self._views in self._index:
+                        same_vector.add(old.key)
                     dtype = np.uint8 if self.config.precision == "binary" else np.float32
                     row = vector if vector is not None else np.frombuffer(old.vector, dtype=dtype)
                     self._store.put(cursor, old.key, id_, data, row.astype(dtype, copy=False), group_id)
                     stored.append(StoredRecord(old.key, id_, data, row.astype(dtype, copy=False).tobytes(), group_id))
-            self._after_commit(lambda: self._apply_records(self._index, stored, before), len(stored))
+            unchanged = frozenset(same_vector)
+            self._after_commit(lambda: self._apply_records(self._index, stored, before, unchanged), len(stored))
         return len(stored)
 
     def remove(self, ids: Sequence[str] | None = None, *, filter: Mapping[str, Any] | None = None) -> int:
