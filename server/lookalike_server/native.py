@@ -50,6 +50,7 @@ import inspect
 import random
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -57,6 +58,7 @@ import numpy as np
 from litestar import Request, Response, Router, delete, get, patch, post
 from litestar.exceptions import HTTPException
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.params import FromPath, FromQuery, JSONBody, MultipartBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
@@ -208,7 +210,12 @@ _ERROR_DESCRIPTIONS = {
     409: "A collection of this name exists already (`collection_exists`)",
     413: "The request body or an image is too large (`body_too_large`, `image_too_large`)",
     429: "Too many insert jobs are waiting (`too_many_jobs`)",
+    503: "The disk is read-only (`storage_read_only`) or the server is shutting down: nothing was written",
+    507: "The disk is full, or the collection reached its storage cap (`storage_full`): nothing was written",
 }
+
+#: The error answers of a route that writes to the disk (a full or read-only disk refuses it).
+WRITES = (503, 507)
 
 
 def _errors(*extra: int) -> dict[int, ResponseSpec]:
@@ -265,7 +272,7 @@ def _describe(collection: Collection) -> CollectionInfo:
     status_code=HTTP_201_CREATED,
     sync_to_thread=True,
     opt={"access": "admin"},
-    responses=_errors(409, 413),
+    responses=_errors(409, 413, *WRITES),
 )
 def create_collection(request: Request[Any, Any, Any], data: JSONBody[CollectionCreate]) -> CollectionInfo:
     """Creates a collection (admin). ``vectors`` collections need ``ndim``; image types fix
@@ -319,7 +326,7 @@ def describe_collection(request: Request[Any, Any, Any], name: FromPath[str]) ->
     status_code=HTTP_204_NO_CONTENT,
     sync_to_thread=True,
     opt={"access": "admin"},
-    responses=_errors(),
+    responses=_errors(*WRITES),
 )
 def drop_collection(request: Request[Any, Any, Any], name: FromPath[str]) -> None:
     """Drops a collection and its data (admin), and revokes its tokens."""
@@ -353,7 +360,13 @@ def _token_info(row: Mapping[str, Any]) -> TokenInfo:
     return msgspec.convert(row, type=TokenInfo)
 
 
-@post("/tokens", status_code=HTTP_201_CREATED, sync_to_thread=True, opt={"access": "admin"}, responses=_errors(413))
+@post(
+    "/tokens",
+    status_code=HTTP_201_CREATED,
+    sync_to_thread=True,
+    opt={"access": "admin"},
+    responses=_errors(413, *WRITES),
+)
 def create_token(request: Request[Any, Any, Any], data: JSONBody[TokenCreate]) -> TokenCreated:
     """A token for one collection with the ``read`` or ``write`` scope (admin). The token is
     in this answer only; keep it."""
@@ -378,7 +391,7 @@ def list_tokens(request: Request[Any, Any, Any], collection: FromQuery[str | Non
     status_code=HTTP_204_NO_CONTENT,
     sync_to_thread=True,
     opt={"access": "admin"},
-    responses=_errors(),
+    responses=_errors(*WRITES),
 )
 def revoke_token(request: Request[Any, Any, Any], token_id: FromPath[str]) -> None:
     """Revokes a token (admin); 404 ``token_not_found`` when no token has this id."""
@@ -399,7 +412,7 @@ def _insert(collection: Collection, records: list[dict[str, Any]]) -> InsertResp
     status_code=HTTP_200_OK,
     sync_to_thread=True,
     opt={"access": "write"},
-    responses=_errors(413),
+    responses=_errors(413, *WRITES),
 )
 def insert_records(request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[InsertBody]) -> InsertResponse:
     """Inserts up to 1000 records (an existing ``_id`` is replaced). Each record needs a string
@@ -443,7 +456,7 @@ def _upload_records(form: UploadForm) -> list[dict[str, Any]]:
     status_code=HTTP_200_OK,
     sync_to_thread=True,
     opt={"access": "write"},
-    responses=_errors(413),
+    responses=_errors(413, *WRITES),
 )
 def upload_records(
     request: Request[Any, Any, Any],
@@ -502,6 +515,14 @@ _IMAGE_TYPES = (
 )
 
 
+#: Every media type the image route answers with (other formats go as bytes).
+IMAGE_MEDIA_TYPES = (
+    *dict.fromkeys(media_type for _, media_type in _IMAGE_TYPES),
+    "image/webp",
+    "application/octet-stream",
+)
+
+
 def _image_media_type(data: bytes) -> str:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
@@ -511,12 +532,25 @@ def _image_media_type(data: bytes) -> str:
     return "application/octet-stream"
 
 
+@dataclass
+class _ImageOperation(Operation):
+    """The image route's success answer, in the OpenAPI document: the image's own media type."""
+
+    def __post_init__(self) -> None:
+        binary = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY))
+        if self.responses is not None:
+            success = self.responses["200"]
+            if isinstance(success, OpenAPIResponse):
+                success.content = {media_type: binary for media_type in IMAGE_MEDIA_TYPES}
+
+
 @get(
     "/collections/{name:str}/records/{record_id:str}/image",
     sync_to_thread=True,
     opt={"access": "read"},
     responses=_errors(),
     media_type="application/octet-stream",
+    operation_class=_ImageOperation,
 )
 def get_record_image(request: Request[Any, Any, Any], name: FromPath[str], record_id: FromPath[str]) -> Response[bytes]:
     """The original image of a record, as it was inserted, in collections created with
@@ -545,7 +579,7 @@ def get_records(request: Request[Any, Any, Any], name: FromPath[str], data: JSON
     return RecordsFound(records=records, missing=[id_ for id_ in dict.fromkeys(data.ids) if id_ not in present])
 
 
-@patch("/collections/{name:str}/records", sync_to_thread=True, opt={"access": "write"}, responses=_errors(413))
+@patch("/collections/{name:str}/records", sync_to_thread=True, opt={"access": "write"}, responses=_errors(413, *WRITES))
 def update_records(request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[UpdateBody]) -> UpdateResponse:
     """Sets the given metadata fields of existing records (up to 1000; other fields stay). All
     or nothing: 404 ``record_not_found`` when an ``_id`` does not exist."""
@@ -566,7 +600,7 @@ def update_records(request: Request[Any, Any, Any], name: FromPath[str], data: J
     status_code=HTTP_200_OK,
     sync_to_thread=True,
     opt={"access": "write"},
-    responses=_errors(413),
+    responses=_errors(413, *WRITES),
 )
 def delete_records(request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[DeleteBody]) -> DeleteResponse:
     """Deletes records by ``ids`` (unknown ones are ignored) or by a non-empty ``filter``."""
@@ -760,7 +794,7 @@ def near_duplicates(
     status_code=HTTP_202_ACCEPTED,
     sync_to_thread=True,
     opt={"access": "write"},
-    responses=_errors(413, 429),
+    responses=_errors(413, 429, 503),
 )
 def create_job(request: Request[Any, Any, Any], name: FromPath[str], data: JSONBody[JobBody]) -> JobInfo:
     """Queues an insert job of up to 100 000 records (like ``POST .../records``, in the

@@ -7,12 +7,19 @@ metadata), so they stay ``dict[str, Any]``; everything around them is typed here
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.datastructures import UploadFile
+from litestar.openapi.spec import OpenAPIType, Schema
+
+if TYPE_CHECKING:
+    from litestar._openapi.schema_generation import SchemaCreator
+    from litestar.typing import FieldDefinition
 
 __all__ = [
+    "StrictStructSchema",
     "MAX_RECORDS",
     "MAX_JOB_RECORDS",
     "MAX_LIMIT",
@@ -56,6 +63,8 @@ __all__ = [
     "JobBody",
     "JobInfo",
     "JobList",
+    "XimilarStatus",
+    "XimilarAnswer",
 ]
 
 #: Records in one synchronous insert/update/get request; larger batches go through insert jobs.
@@ -78,6 +87,71 @@ Weight = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Filter = dict[str, Any]
 #: A vector component: a number a float32 can hold.
 Component = Annotated[float, msgspec.Meta(ge=-3.4e38, le=3.4e38)]
+
+
+# -- the OpenAPI document of these structs ---------------------------------------------------
+
+_OPENAPI_TYPES: dict[type[msgspec.inspect.Type], OpenAPIType] = {
+    msgspec.inspect.StrType: OpenAPIType.STRING,
+    msgspec.inspect.IntType: OpenAPIType.INTEGER,
+    msgspec.inspect.FloatType: OpenAPIType.NUMBER,
+    msgspec.inspect.BoolType: OpenAPIType.BOOLEAN,
+    msgspec.inspect.ListType: OpenAPIType.ARRAY,
+    msgspec.inspect.DictType: OpenAPIType.OBJECT,
+    msgspec.inspect.NoneType: OpenAPIType.NULL,
+}
+
+
+def _constrain(schema: Schema, kind: msgspec.inspect.Type, *, item: bool = False) -> None:
+    """Adds the constraints of ``kind`` that Litestar leaves out to its schema: those of list
+    items and of union members (a top-level field's own constraints are there already)."""
+    if isinstance(kind, msgspec.inspect.Metadata):
+        kind = kind.type
+    if isinstance(kind, msgspec.inspect.UnionType):
+        for alternative in schema.one_of or []:
+            if isinstance(alternative, Schema):
+                for member in kind.types:
+                    if _OPENAPI_TYPES.get(type(member)) == alternative.type:
+                        _constrain(alternative, member, item=item)
+        if not schema.one_of and len(kind.types) == 1:
+            _constrain(schema, kind.types[0], item=item)
+        return
+    if isinstance(kind, msgspec.inspect.ListType) and isinstance(schema.items, Schema):
+        _constrain(schema.items, kind.item_type, item=True)
+        return
+    if not item:
+        return
+    if isinstance(kind, msgspec.inspect.StrType):
+        bounds: dict[str, Any] = {"min_length": kind.min_length, "max_length": kind.max_length, "pattern": kind.pattern}
+    elif isinstance(kind, msgspec.inspect.IntType | msgspec.inspect.FloatType):
+        bounds = {"minimum": kind.ge, "maximum": kind.le, "exclusive_minimum": kind.gt, "exclusive_maximum": kind.lt}
+    else:
+        return
+    for name, value in bounds.items():
+        if value is not None and getattr(schema, name) is None:
+            setattr(schema, name, value)
+
+
+class StrictStructSchema(StructSchemaPlugin):
+    """Litestar's OpenAPI schema of a msgspec struct, with what it leaves out: a request body
+    refuses unknown fields (``additionalProperties: false``), and list items and union members
+    keep their constraints (``list[RecordId]``, ``list[ColorWeight | HexColor]``...), so the
+    document allows exactly what the server accepts field by field."""
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        info = msgspec.inspect.type_info(field_definition.type_)
+        if isinstance(info, msgspec.inspect.StructType):
+            if info.forbid_unknown_fields:
+                schema.additional_properties = False
+            for field in info.fields:
+                documented = (schema.properties or {}).get(field.encode_name)
+                if isinstance(documented, Schema):
+                    _constrain(documented, field.type)
+        return schema
+
+
+# -- request and answer bodies ----------------------------------------------------------------
 
 
 class Body(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -229,7 +303,7 @@ class UploadForm(msgspec.Struct, kw_only=True):
     order; default: the file names) and optional ``metadata``: a JSON object applied to every
     record, or a JSON list with one object per file."""
 
-    file: list[UploadFile]
+    file: Annotated[list[UploadFile], msgspec.Meta(min_length=1)]
     id: str | list[str] | None = msgspec.field(default=None, name="_id")
     metadata: str | None = None
 
@@ -410,3 +484,34 @@ class JobInfo(Answer, frozen=True):
 
 class JobList(Answer, frozen=True):
     jobs: list[JobInfo]
+
+
+# -- Ximilar-compatible routes ------------------------------------------------------------------
+
+
+class XimilarStatus(Answer, frozen=True):
+    """Ximilar's status: the HTTP status again (``210``, ``404``...) and its text."""
+
+    code: int
+    text: str
+
+
+class XimilarAnswer(Answer, frozen=True):
+    """Every answer of the Ximilar-compatible routes, errors included (documentation only: the
+    routes build their answers as plain dicts). Which fields come depends on the method; errors
+    carry ``code`` (as in the native API) and ``detail``."""
+
+    status: XimilarStatus
+    statistics: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
+    records: list[dict[str, Any]] | msgspec.UnsetType = msgspec.UNSET
+    skipped_records: list[dict[str, Any]] | msgspec.UnsetType = msgspec.UNSET
+    answer_records: list[dict[str, Any]] | msgspec.UnsetType = msgspec.UNSET
+    answer_distances: list[float] | msgspec.UnsetType = msgspec.UNSET
+    answer_count: int | msgspec.UnsetType = msgspec.UNSET
+    #: ``allRecords``: the next page (``allRecords?size=&page=``), when there is one.
+    next: str | msgspec.UnsetType = msgspec.UNSET
+    #: ``nearDuplicates`` without a query record: groups of records.
+    groups: list[list[dict[str, Any]]] | msgspec.UnsetType = msgspec.UNSET
+    group_count: int | msgspec.UnsetType = msgspec.UNSET
+    code: str | msgspec.UnsetType = msgspec.UNSET
+    detail: str | msgspec.UnsetType = msgspec.UNSET

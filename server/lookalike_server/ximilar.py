@@ -90,6 +90,9 @@ import anyio.to_thread
 import msgspec
 import numpy as np
 from litestar import Request, Response, post
+from litestar.enums import ParamType
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, Parameter, RequestBody, Schema
 
 from lookalike import errors as lk
 from lookalike.engine import Collection
@@ -97,6 +100,7 @@ from lookalike.filters import parse as parse_filter
 from lookalike_server.app import VERSION, Services, services
 from lookalike_server.auth import Scope
 from lookalike_server.errors import ApiError, status_of
+from lookalike_server.schemas import XimilarAnswer
 
 __all__ = [
     "handlers",
@@ -995,6 +999,94 @@ async def _handle(request: Request[Any, Any, Any], method: str) -> Response[Any]
     return Response(payload, status_code=code)
 
 
+#: Every HTTP status a Ximilar route answers with (the same as ``status.code`` in the body).
+ANSWER_STATUSES: dict[int, str] = {
+    200: "OK (also an `insert` of no records)",
+    206: "`get`, `update`, `delete`: some of the records not found",
+    210: "`insert`: records inserted",
+    211: "`insert`: some records inserted (the others are in `skipped_records`)",
+    220: "`delete`: records deleted",
+    400: "Bad request: the body, a parameter, a filter or the query record is invalid; no `collection-id`",
+    401: "No token, or an unknown or revoked one",
+    403: "The token may not do this: another collection's, or read-only",
+    404: "Unknown method, no such collection, or (`get`, `delete`, `update`, searches by `_id`) records not found",
+    411: "`insert`: every record exists already (`record duplicate`)",
+    412: "`insert`: the collection's capacity (`ximilar_max_records`) is reached (`hard capacity exceeded`)",
+    413: "The request body or an image is too large",
+    503: "The disk is read-only (`storage_read_only`) or the server is shutting down",
+    507: "The disk is full, or the collection reached its storage cap (`storage_full`)",
+}
+
+_RECORD = Schema(
+    type=OpenAPIType.OBJECT,
+    description="A record: `_id`, an image (`_base64`, `_url`) or a `_vector`, and any metadata",
+    properties={
+        "_id": Schema(type=OpenAPIType.STRING, min_length=1, max_length=MAX_ID_LENGTH),
+        "_url": Schema(type=OpenAPIType.STRING),
+        "_base64": Schema(type=OpenAPIType.STRING),
+        "_vector": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.NUMBER)),
+    },
+)
+
+_BODY = Schema(
+    type=OpenAPIType.OBJECT,
+    description="The method's arguments (Ximilar's names); an empty or absent body is `{}`",
+    properties={
+        "records": Schema(type=OpenAPIType.ARRAY, items=_RECORD, max_items=MAX_RECORDS),
+        "query_record": _RECORD,
+        "fields_to_return": Schema(type=OpenAPIType.ARRAY, items=Schema(type=OpenAPIType.STRING)),
+        "filter": Schema(type=OpenAPIType.OBJECT, description="MongoDB-style filter on the metadata"),
+        "k": Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=MAX_K),
+        "from": Schema(type=OpenAPIType.INTEGER, minimum=0, maximum=MAX_FROM),
+        "count": Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=MAX_K),
+        "threshold": Schema(type=OpenAPIType.NUMBER, minimum=0),
+        "radius": Schema(type=OpenAPIType.NUMBER),
+        "text_weight": Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=1),
+    },
+)
+
+
+@dataclass
+class XimilarOperation(Operation):
+    """The Ximilar route in the OpenAPI document: the handler reads its inputs itself (the
+    Ximilar envelope answers even a body that is not JSON), so they are described here."""
+
+    def __post_init__(self) -> None:
+        parameters = [p for p in self.parameters or [] if not (isinstance(p, Parameter) and p.name == "method")]
+        self.parameters = [
+            Parameter(
+                name="method",
+                param_in=ParamType.PATH,
+                required=True,
+                schema=Schema(type=OpenAPIType.STRING, enum=list(METHODS)),
+                description="The Ximilar method (any other answers 404)",
+            ),
+            Parameter(
+                name="collection-id",
+                param_in=ParamType.HEADER,
+                required=False,
+                schema=Schema(type=OpenAPIType.STRING),
+                description="The collection's name (every method but `ping`)",
+            ),
+            Parameter(
+                name="size",
+                param_in=ParamType.QUERY,
+                required=False,
+                schema=Schema(type=OpenAPIType.INTEGER, minimum=0, maximum=MAX_K),
+                description="`allRecords`: records per page (0 or absent: every record)",
+            ),
+            Parameter(
+                name="page",
+                param_in=ParamType.QUERY,
+                required=False,
+                schema=Schema(type=OpenAPIType.INTEGER, minimum=1),
+                description="`allRecords`: the page, from 1",
+            ),
+            *parameters,
+        ]
+        self.request_body = RequestBody(content={"application/json": OpenAPIMediaType(schema=_BODY)}, required=False)
+
+
 @post(
     [f"{prefix}/{{method:str}}" for prefix in PREFIXES],
     name="ximilar",
@@ -1003,6 +1095,11 @@ async def _handle(request: Request[Any, Any, Any], method: str) -> Response[Any]
     description="POST {prefix}/{method}: insert, delete, update, get, visualKNN, visualTagsKNN, "
     "visualRankRecords, random, allRecords, ping, text, nearDuplicates. See shared/ximilar-api.md.",
     status_code=200,
+    responses={
+        status: ResponseSpec(data_container=XimilarAnswer, description=description, generate_examples=False)
+        for status, description in ANSWER_STATUSES.items()
+    },
+    operation_class=XimilarOperation,
 )
 async def ximilar_route(request: Request[Any, Any, Any]) -> Response[Any]:
     return await _handle(request, str(request.path_params["method"]))
