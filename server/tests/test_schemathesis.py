@@ -21,6 +21,7 @@ documented identically) two prefixes run.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,9 @@ NDIM = 4
 VECTOR = [0.5, 1.0, -0.25, 2.0]
 RECORD_IDS = ("a", "b", "c")
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+#: An answer is documented: its status, its content type and its body.
+DOCUMENTED = [status_code_conformance, content_type_conformance, response_schema_conformance]
+CHECKS = [not_a_server_error, *DOCUMENTED]
 
 schema = schemathesis.openapi.from_path(COMMITTED).exclude(
     path_regex=r"^/(?!v1/|health$|" + "|".join(f"{prefix}/" for prefix in XIMILAR_PREFIXES) + ")"
@@ -65,10 +68,11 @@ schema = schemathesis.openapi.from_path(COMMITTED).exclude(
 
 
 class Known:
-    """Ids made at run time (a token's, a job's), filled in by the ``app`` fixture."""
+    """What is made at run time (a token, a job), filled in by :func:`serving`."""
 
     token_ids: tuple[str, ...] = ("unknown",)
     job_ids: tuple[str, ...] = ("unknown",)
+    read_token = ""
 
 
 @schema.hook
@@ -202,7 +206,7 @@ def flatmap_case(context: Any, case: schemathesis.Case) -> Any:
 
 
 def _prepare(data: Path, registry: Registry) -> None:
-    """The data folder the server starts on: two collections with records, a token."""
+    """The data folder the server starts on: two collections with records, a read token."""
     engine = Engine(data, registry=registry)
     try:
         vectors = engine.create_collection(VECTORS, type="vectors", ndim=NDIM, metric="cos", fields_to_index=["tag"])
@@ -213,19 +217,20 @@ def _prepare(data: Path, registry: Registry) -> None:
         engine.close()
     tokens = TokenStore(data / "server.db", ADMIN_TOKEN)
     try:
-        _, described = tokens.create(VECTORS, "read", "schemathesis")
+        Known.read_token, described = tokens.create(VECTORS, "read", "schemathesis")
         Known.token_ids = (str(described["id"]),)
     finally:
         tokens.close()
 
 
-@pytest.fixture
-def app(app_factory: AppFactory, registry: Registry, tmp_path: Path) -> Iterator[Litestar]:
-    data = tmp_path / "api"
+@contextlib.contextmanager
+def serving(app_factory: AppFactory, registry: Registry, data: Path, **settings: Any) -> Iterator[Litestar]:
+    """An application on a prepared data folder, started (schemathesis runs its lifespan) with
+    an insert job done, and shut down (its engine closed) at the end."""
     _prepare(data, registry)
-    application = app_factory(data=data)
+    application = app_factory(data=data, **settings)
     try:
-        with get_client(application) as client:  # starts the app's lifespan (kept for the test)
+        with get_client(application) as client:
             job = client.post(
                 f"http://testserver/v1/collections/{VECTORS}/jobs",
                 json={"records": [{"_id": "job", "_vector": VECTOR}]},
@@ -235,7 +240,13 @@ def app(app_factory: AppFactory, registry: Registry, tmp_path: Path) -> Iterator
             Known.job_ids = (job.json()["id"],)
         yield application
     finally:
-        shutdown_lifespans()  # the app's shutdown: closes the engine on the test's data folder
+        shutdown_lifespans()
+
+
+@pytest.fixture
+def app(app_factory: AppFactory, registry: Registry, tmp_path: Path) -> Iterator[Litestar]:
+    with serving(app_factory, registry, tmp_path / "api") as application:
+        yield application
 
 
 @schema.parametrize()
@@ -248,3 +259,108 @@ def app(app_factory: AppFactory, registry: Registry, tmp_path: Path) -> Iterator
 )
 def test_api(case: schemathesis.Case, app: Litestar) -> None:
     case.call_and_validate(app=app, headers=ADMIN, checks=CHECKS)
+
+
+# -- what the runs found: answers the document did not describe ---------------------------------
+
+#: Every operation of the document, for explicit cases.
+DOCUMENT = schemathesis.openapi.from_path(COMMITTED)
+XIMILAR_ROUTE = f"/{XIMILAR_PREFIXES[0]}/{{method}}"
+
+
+def conforms(
+    app: Litestar, method: str, path: str, expect: int, *, headers: dict[str, str] | None = None, **parts: Any
+) -> schemathesis.Response:
+    """Sends one explicit request and runs the same checks as :func:`test_api` on the answer
+    (its status documented, its body and content type as documented), which has ``expect``
+    (a 507, a full disk, is a documented answer here, not a server error)."""
+    case = DOCUMENT[path][method].Case(headers={**ADMIN, **(headers or {})}, **parts)
+    response = case.call_and_validate(app=app, checks=DOCUMENTED if expect == 507 else CHECKS)
+    assert response.status_code == expect, response.text
+    return response
+
+
+def ximilar(app: Litestar, method: str, expect: int, body: Any = None, **headers: str) -> dict[str, Any]:
+    found = conforms(
+        app,
+        "POST",
+        XIMILAR_ROUTE,
+        expect,
+        path_parameters={"method": method},
+        headers={"collection-id": VECTORS, **headers},
+        body={} if body is None else body,
+    )
+    answer: dict[str, Any] = found.json()
+    assert answer["status"]["code"] == expect, answer
+    return answer
+
+
+def _vectors(*ids: str) -> list[dict[str, Any]]:
+    return [{"_id": id_, "_vector": VECTOR} for id_ in ids]
+
+
+def test_every_ximilar_answer_is_documented(app: Litestar) -> None:
+    """The Ximilar routes answer with Ximilar's codes as the HTTP status; the document had only
+    200 and 400 (with the wrong body), so 401 and every other answer failed the checks."""
+    assert ximilar(app, "insert", 210, {"records": _vectors("x1", "x2")})["records"] == [{"_id": "x1"}, {"_id": "x2"}]
+    assert ximilar(app, "insert", 211, {"records": _vectors("x3", "x1")})["skipped_records"]
+    ximilar(app, "insert", 411, {"records": _vectors("x1")})
+    ximilar(app, "get", 206, {"records": [{"_id": "x1"}, {"_id": "missing"}]})
+    ximilar(app, "get", 404, {"records": [{"_id": "missing"}]})
+    ximilar(app, "update", 206, {"records": [{"_id": "x2", "note": "n"}, {"_id": "missing"}]})
+    ximilar(app, "delete", 220, {"records": [{"_id": "x3"}]})
+    ximilar(app, "visualKNN", 404, {"query_record": {"_id": "missing"}})
+    ximilar(app, "visualKNN", 200, {"query_record": {"_id": "x1"}, "k": 2})
+    ximilar(app, "allRecords", 200, {}, **{"collection-id": IMAGES})
+    assert ximilar(app, "nope", 404)["code"] == "unknown_method"
+    assert ximilar(app, "ping", 401, Authorization="Token wrong")["detail"] == "Invalid token."
+    assert ximilar(app, "insert", 403, {"records": _vectors("x4")}, Authorization=f"Token {Known.read_token}")
+    assert ximilar(app, "get", 400, {"records": "x"})["code"] == "invalid_request"
+    conforms(app, "POST", XIMILAR_ROUTE, 400, path_parameters={"method": "get"}, body={})  # no collection-id
+
+
+def test_ximilar_capacity_and_body_limits_are_documented(
+    app_factory: AppFactory, registry: Registry, tmp_path: Path
+) -> None:
+    with serving(app_factory, registry, tmp_path / "api", ximilar_max_records=3, max_body_bytes=4096) as app:
+        ximilar(app, "insert", 412, {"records": _vectors("y1", "y2", "y3")})
+        ximilar(app, "insert", 413, {"records": _vectors("z") * 200})
+        conforms(
+            app,
+            "POST",
+            "/v1/collections/{name}/search",
+            413,
+            path_parameters={"name": VECTORS},
+            body={"vector": VECTOR * 300},
+        )
+
+
+def test_a_full_disk_is_documented(app_factory: AppFactory, registry: Registry, tmp_path: Path) -> None:
+    """507 ``storage_full`` on the write routes of both APIs (a collection at its storage cap)."""
+    records = "/v1/collections/{name}/records"
+    with serving(app_factory, registry, tmp_path / "api", max_collection_bytes=96 * 1024) as app:
+        for start in range(0, 5000, 20):
+            batch = [{"_id": f"f{start + i}", "_vector": VECTOR, "note": "n" * 300} for i in range(20)]
+            case = DOCUMENT[records]["POST"].Case(
+                headers=ADMIN, path_parameters={"name": VECTORS}, body={"records": batch}
+            )
+            if case.call_and_validate(app=app, checks=DOCUMENTED).status_code == 507:
+                break
+        else:
+            raise AssertionError("the storage cap never filled")
+        refused = [{**record, "note": "n" * 300} for record in _vectors(*(f"g{i}" for i in range(40)))]
+        assert ximilar(app, "insert", 507, {"records": refused})["code"] == "storage_full"
+        patch = {"records": [{"_id": f"f{i}", "note": "m" * 4000} for i in range(40)]}
+        conforms(app, "PATCH", records, 507, path_parameters={"name": VECTORS}, body=patch)
+
+
+def test_a_stored_image_answers_with_its_media_type(app: Litestar) -> None:
+    """The image route answered image/png where the document said application/octet-stream."""
+    found = conforms(
+        app,
+        "GET",
+        "/v1/collections/{name}/records/{record_id}/image",
+        200,
+        path_parameters={"name": IMAGES, "record_id": RECORD_IDS[0]},
+    )
+    assert found.headers["content-type"] == ["image/png"]
