@@ -110,7 +110,7 @@ def build_services(settings: Settings, registry: Registry | None = None) -> Serv
     )
 
 
-@get("/health", media_type=MediaType.JSON, tags=["service"], sync_to_thread=False)
+@get("/health", media_type=MediaType.JSON, tags=["service"], sync_to_thread=False, security=[{}])
 def health(state: State) -> dict[str, Any]:
     """Liveness and readiness: the engine is open and answers."""
     found = services(state)

@@ -204,3 +204,9 @@ def test_write_routes_document_a_full_or_read_only_disk(method: str, path: str) 
     responses = DOCUMENT["paths"][path][method.lower()]["responses"]
     for status in ("503", "507"):
         assert responses[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+
+
+def test_health_needs_no_token(client: TestClient[Litestar]) -> None:
+    """The document's global security scheme made ``/health`` look as if it needed a token."""
+    assert DOCUMENT["paths"]["/health"]["get"]["security"] == [{}]  # no requirement: anyone may call it
+    assert client.get("/health").status_code == 200
