@@ -134,6 +134,16 @@ def _query(body: dict[str, Any], name: str, key: str) -> None:
         body["colors"] = ["#ff0000"]
 
 
+def _delete(body: dict[str, Any], name: str) -> None:
+    body.pop("filter", None)
+    body["ids"] = [RECORD_IDS[0], "missing"]
+
+
+def _rank(body: dict[str, Any], name: str) -> None:
+    _query(body, name, "query")
+    body["ids"] = [*RECORD_IDS, "missing"]
+
+
 Core = Callable[[dict[str, Any], str], None]
 
 #: (method, path) -> what makes a generated body valid enough to reach the engine.
@@ -142,15 +152,9 @@ CORES: dict[tuple[str, str], Core] = {
     ("POST", "/v1/collections/{name}/jobs"): _records,
     ("PATCH", "/v1/collections/{name}/records"): lambda body, name: _records(body, name, images=False),
     ("POST", "/v1/collections/{name}/records/get"): lambda body, name: body.update(ids=list(RECORD_IDS[:2])),
-    ("POST", "/v1/collections/{name}/records/delete"): lambda body, name: (
-        body.pop("filter", None),
-        body.update(ids=[RECORD_IDS[0], "missing"]),
-    ),
+    ("POST", "/v1/collections/{name}/records/delete"): _delete,
     ("POST", "/v1/collections/{name}/search"): lambda body, name: _query(body, name, "vector"),
-    ("POST", "/v1/collections/{name}/rank"): lambda body, name: (
-        _query(body, name, "query"),
-        body.update(ids=[*RECORD_IDS, "missing"]),
-    ),
+    ("POST", "/v1/collections/{name}/rank"): _rank,
     ("POST", "/v1/tokens"): lambda body, name: body.update(collection=name),
     ("POST", "/v1/collections"): lambda body, name: body.update(
         {"name": "made_vectors", "type": "vectors", "ndim": NDIM, "config": None, "precision": "f32"}
