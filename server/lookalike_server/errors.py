@@ -87,11 +87,7 @@ def _classify(error: Exception) -> tuple[int, str, str, dict[str, Any]]:
             return status, error.code, f"the server failed: {error}", {}
         return status, error.code, str(error), {}
     if isinstance(error, ValidationException):
-        detail = error.extra if isinstance(error.extra, list | dict) else None
-        message = str(error.detail)
-        if detail:
-            message = f"{message}: {detail}"
-        return 400, "invalid_body", message, {}
+        return _validation(error)
     if isinstance(error, NotAuthorizedException):
         return 401, "unauthorized", str(error.detail), {}
     if isinstance(error, PermissionDeniedException):
@@ -111,6 +107,24 @@ def _classify(error: Exception) -> tuple[int, str, str, dict[str, Any]]:
         return 400, "invalid_body", "the request is nested too deeply", {}
     logger.exception("unexpected server error", exc_info=error)
     return HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "the server failed; this is a bug, please report it", {}
+
+
+def _validation(error: ValidationException) -> tuple[int, str, str, dict[str, Any]]:
+    """Litestar's validation errors: ``invalid_query`` when only the query string, path or
+    headers are wrong, ``invalid_body`` otherwise; the message names each wrong parameter."""
+    problems = error.extra if isinstance(error.extra, list) else []
+    sources = set()
+    parts = []
+    for problem in problems:
+        if not isinstance(problem, dict):
+            continue
+        source = str(getattr(problem.get("source"), "value", problem.get("source") or "body"))
+        sources.add(source)
+        key = problem.get("key")
+        parts.append(f"{key} ({source}): {problem.get('message')}" if key else str(problem.get("message")))
+    code = "invalid_query" if sources and sources <= {"query", "path", "header", "cookie"} else "invalid_body"
+    message = "; ".join(parts) if parts else str(error.detail)
+    return 400, code, message, {}
 
 
 def classify(error: Exception) -> tuple[int, str, str, dict[str, Any]]:

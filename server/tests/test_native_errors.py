@@ -104,7 +104,7 @@ def test_bad_query_parameters(seeded: Client) -> None:
             "invalid_filter" if "filter" in params else "invalid_input",
         )
     for params in ({"limit": "abc"}, {"limit": "0"}, {"limit": "10001"}):
-        assert_error(seeded.get("/v1/collections/vec/records", params=params, headers=ADMIN), 400, "invalid_body")
+        assert_error(seeded.get("/v1/collections/vec/records", params=params, headers=ADMIN), 400, "invalid_query")
 
 
 def test_not_found_and_method(seeded: Client) -> None:
