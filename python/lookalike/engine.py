@@ -64,6 +64,8 @@ logger = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_ID_LENGTH = 1024
+#: Largest metadata of one record, as compact JSON (UTF-8).
+MAX_METADATA_BYTES = 1_048_576
 MAX_LIMIT = 10_000
 NO_KEY = np.iinfo(np.uint64).max
 #: Reserved record fields the `vectors` type understands; others starting with `_` are refused.
@@ -392,6 +394,11 @@ class Collection:
             raise InvalidRecordError(f"record {position}: _id must have 1 to {MAX_ID_LENGTH} characters")
         if "\x00" in value:
             raise InvalidRecordError(f"record {position}: _id must not contain NUL characters")
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError as error:
+                raise InvalidRecordError(f"record {position}: _id is not valid Unicode ({error.reason})") from error
         return value
 
     def _metadata(self, record: Mapping[str, Any], position: int) -> dict[str, Any]:
@@ -413,9 +420,14 @@ class Collection:
                     raise InvalidRecordError(f"record {position}: _url must be a string")
             data[name] = value
         try:
-            dumps(data)
-        except (TypeError, ValueError) as error:
+            size = len(dumps(data).encode())
+        except (TypeError, ValueError) as error:  # UnicodeEncodeError (a lone surrogate) is a ValueError
             raise InvalidRecordError(f"record {position}: metadata is not valid JSON ({error})") from error
+        if size > MAX_METADATA_BYTES:
+            raise InvalidRecordError(
+                f"record {position}: its metadata takes {size:,} bytes as JSON, more than the "
+                f"{MAX_METADATA_BYTES:,} allowed; keep large data elsewhere and store a reference to it"
+            )
         return data
 
     def _group_value(self, data: Mapping[str, Any]) -> str | None:
