@@ -178,6 +178,7 @@ def _collection_gauges(found: Services) -> Any:
 def create_app(settings: Settings | None = None, *, registry: Registry | None = None) -> Litestar:
     """The application; the engine opens at startup and closes at shutdown."""
     from lookalike_server import native, ui, ximilar
+    from lookalike_server.gate import write_gate_middleware
     from lookalike_server.schemas import StrictStructSchema
 
     settings = settings if settings is not None else load_settings()
@@ -207,7 +208,7 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
         on_startup=[startup],
         on_shutdown=[shutdown],
         exception_handlers=exception_handlers,
-        middleware=[metrics_middleware],
+        middleware=[metrics_middleware, write_gate_middleware],
         plugins=[StrictStructSchema()],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
