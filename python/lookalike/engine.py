@@ -793,15 +793,17 @@ class Collection:
 
     def _rebuild_quietly(self) -> None:
         try:
-            self.compact()
+            # One core stays free for the searches and writes that go on meanwhile.
+            self.compact(threads=max(1, (os.cpu_count() or 2) - 1))
         except Exception:  # a background thread must not die loudly; the next remove retries
             logger.exception("background compaction of %s failed", self.config.name)
 
-    def compact(self) -> None:
+    def compact(self, threads: int | None = None) -> None:
         """Rebuilds the graph without removed records, giving their memory back, then takes a
-        snapshot. Searches keep running meanwhile; writers wait."""
+        snapshot. Searches keep running meanwhile; writers wait. `threads`: build threads
+        (default: every core; the automatic compaction after removes leaves one core free)."""
         self._check_open()
-        self._index.rebuild()
+        self._index.rebuild(threads)
         self.snapshot()
 
     def snapshot(self) -> None:

@@ -3,10 +3,12 @@ metrics; native routes under ``/v1`` and the Ximilar-compatible routes."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,6 +189,11 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 
     def startup(app: Litestar) -> None:
+        # Sync handlers run in this pool. asyncio's default one has cores + 4 threads: too few
+        # when writes wait for a collection's lock (see gate.py) and searches need threads.
+        executor = ThreadPoolExecutor(max_workers=settings.request_threads, thread_name_prefix="lookalike-request")
+        app.state["executor"] = executor
+        asyncio.get_running_loop().set_default_executor(executor)
         found = build_services(settings, registry)
         found.metrics.gauges.append(_collection_gauges(found))
         app.state["services"] = found
@@ -202,6 +209,9 @@ def create_app(settings: Settings | None = None, *, registry: Registry | None = 
         found = app.state.get("services")
         if found is not None:
             found.close()
+        executor = app.state.get("executor")
+        if executor is not None:
+            executor.shutdown(wait=False)
 
     return Litestar(
         route_handlers=[health, metrics, *native.handlers(), *ximilar.handlers(), *ui.handlers()],

@@ -20,8 +20,8 @@ __all__ = ["write_gate_middleware", "WRITERS_PER_COLLECTION"]
 
 #: Write requests of one collection that may hold worker threads at once: one writing, one
 #: decoding and embedding its images meanwhile (the slow part of an image insert, done before
-#: the write lock), two spare.
-WRITERS_PER_COLLECTION = 4
+#: the write lock).
+WRITERS_PER_COLLECTION = 2
 _XIMILAR_WRITES = frozenset({"insert", "update", "delete"})
 
 

@@ -55,6 +55,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     #: Changes between automatic snapshots of a collection's index (0: a quarter of its size,
     #: at least 10,000). Fewer: a faster start after a crash, more snapshot writing.
     snapshot_every: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: Worker threads for requests (searches run in them, with the GIL released in the core).
+    request_threads: Annotated[int, msgspec.Meta(ge=2, le=1024)] = 32
     log_level: str = "info"
 
 
