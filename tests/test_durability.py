@@ -204,3 +204,46 @@ def test_sigkill_loses_no_acknowledged_write(tmp_path: Path) -> None:
         assert found_by_graph >= 0.98 * len(expected)
         engine.close()
     assert len(acknowledged) > 1000
+
+
+def test_writes_go_on_during_a_compaction(tmp_path: Path) -> None:
+    """The graph rebuild runs without the writer lock: adds, updates and removes made while it
+    builds complete meanwhile and are in the new graph (or gone from it) once it is swapped in."""
+    import threading
+
+    import numpy as np
+
+    n = 12_000
+    with lookalike.Engine(tmp_path / "data") as engine:
+        col = engine.create_collection("c", ndim=32, fields_to_index=["tag"])
+        base = clustered(n + 2_000, 32, seed=21)
+        col.add_vectors([f"r{i}" for i in range(n)], base[:n], [{"tag": i % 3} for i in range(n)])
+        col.remove([f"r{i}" for i in range(0, 4_000)])  # enough to make the rebuild worth it
+        thread = threading.Thread(target=col.compact, kwargs={"threads": 1})
+        thread.start()
+        done_while_compacting = 0
+        added: list[str] = []
+        for step in range(40):
+            ids = [f"n{step}-{j}" for j in range(25)]
+            col.add_vectors(ids, base[n + step * 25 : n + (step + 1) * 25], [{"tag": 9}] * 25)
+            added += ids
+            col.remove([f"r{4_000 + step}"])
+            col.update([{"_id": f"r{6_000 + step}", "tag": 7}])
+            if col.stats()["compacting"] or thread.is_alive():
+                done_while_compacting += 1
+        thread.join()
+        assert done_while_compacting > 0, "every write waited for the compaction"
+        assert col.stats()["rebuilds"] >= 1
+        assert len(col) == n - 4_000 + len(added) - 40
+        for position, id_ in enumerate(added[::50]):
+            vector = base[n + position * 50]
+            assert col.search(vector, limit=1)[0]["_id"] == id_
+        for step in range(40):
+            gone = base[4_000 + step]
+            assert f"r{4_000 + step}" not in [h["_id"] for h in col.search(gone, limit=5)]
+            assert f"r{4_000 + step}" not in [h["_id"] for h in col.search(gone, limit=5, exact=True)]
+        assert col.count({"tag": 7}) == 40 and col.count({"tag": 9}) == len(added)
+        query = np.asarray(base[7_000])
+        graph = {h["_id"] for h in col.search(query, limit=10)}
+        exact = {h["_id"] for h in col.search(query, limit=10, exact=True)}
+        assert len(graph & exact) >= 8

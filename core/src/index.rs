@@ -347,6 +347,11 @@ pub struct CollectionIndex {
     counters: Counters,
     default_ef: AtomicUsize,
     filter_cache: Mutex<Vec<(String, u64, Arc<Bitset>)>>,
+    /// One rebuild at a time.
+    rebuilding: Mutex<()>,
+    /// While a rebuild builds its graph (without the writer lock), the keys that writers add,
+    /// replace or remove meanwhile; the rebuild brings its graph up to date with them.
+    rebuild_log: Mutex<Option<Vec<u64>>>,
 }
 
 fn check_ef(ef: usize) -> CoreResult<()> {
@@ -402,7 +407,16 @@ impl CollectionIndex {
             config,
             writer: Mutex::new(()),
             counters: Counters::default(),
+            rebuilding: Mutex::new(()),
+            rebuild_log: Mutex::new(None),
         })
+    }
+
+    /// Notes keys a writer changes, for a rebuild under way (callers hold the writer lock).
+    fn log_for_rebuild(&self, keys: impl IntoIterator<Item = u64>) {
+        if let Some(log) = self.rebuild_log.lock().as_mut() {
+            log.extend(keys);
+        }
     }
 
     pub fn config(&self) -> &IndexConfig {
@@ -566,6 +580,7 @@ impl CollectionIndex {
                     .hnsw
                     .reserve_capacity_and_threads(grown, hnsw_threads())?;
             }
+            self.log_for_rebuild(keys.iter().copied());
             for (index, &key) in keys.iter().enumerate() {
                 let slot = key as usize;
                 if state.live.contains(key) || state.hnsw.contains(key) {
@@ -649,6 +664,7 @@ impl CollectionIndex {
         let _writer = self.writer.lock();
         let mut state = self.state.write();
         state.generation += 1;
+        self.log_for_rebuild(keys.iter().copied());
         let mut removed = 0;
         for &key in keys {
             if state.live.contains(key) {
@@ -1084,61 +1100,49 @@ impl CollectionIndex {
     }
 
     /// Rebuilds the HNSW graph from the exact store (live keys only) and swaps it in.
-    /// Searches keep running on the old graph meanwhile; writers wait.
+    /// Searches and writes go on meanwhile: the graph is built from the keys live at the start,
+    /// reading their vectors in short shared-lock sections; then, as a writer, the keys written
+    /// since are brought up to date in it (removed, re-added with their current vector) and
+    /// the new graph replaces the old one.
     pub fn rebuild(&self, threads: usize) -> CoreResult<()> {
-        let _writer = self.writer.lock();
-        let fresh = {
+        let _one = self.rebuilding.lock();
+        let keys = {
+            let _writer = self.writer.lock();
             let state = self.state.read();
-            let keys = state.live.to_vec();
-            let fresh = new_hnsw(&self.config, keys.len())?;
-            let row = self.config.row_len();
-            let threads = threads.clamp(1, 64).min(keys.len().max(1));
-            let chunk = keys.len().div_ceil(threads).max(1);
-            let results: Vec<CoreResult<()>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = keys
-                    .chunks(chunk)
-                    .map(|part| {
-                        let fresh = &fresh;
-                        let state = &*state;
-                        let config = &self.config;
-                        scope.spawn(move || -> CoreResult<()> {
-                            for &key in part {
-                                let slot = key as usize;
-                                if config.is_binary() {
-                                    fresh.add(
-                                        key,
-                                        b1x8::from_u8s(
-                                            &state.store.bits[slot * row..(slot + 1) * row],
-                                        ),
-                                    )?;
-                                } else {
-                                    fresh.add(
-                                        key,
-                                        &state.store.floats[slot * row..(slot + 1) * row],
-                                    )?;
-                                }
-                            }
-                            Ok(())
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|handle| {
-                        handle.join().unwrap_or_else(|_| {
-                            Err(CoreError::Index("a rebuild thread panicked".into()))
-                        })
-                    })
-                    .collect()
-            });
-            for result in results {
-                result?;
-            }
-            fresh
+            *self.rebuild_log.lock() = Some(Vec::new());
+            state.live.to_vec()
         };
+        let built = self.build_graph(&keys, threads);
+        let _writer = self.writer.lock();
+        let mut changed = self.rebuild_log.lock().take().unwrap_or_default();
+        let fresh = built?;
+        changed.sort_unstable();
+        changed.dedup();
+        let row = self.config.row_len();
         let mut state = self.state.write();
+        let mut replaced = 0;
+        if !changed.is_empty() {
+            fresh.reserve_capacity_and_threads(fresh.size() + changed.len(), hnsw_threads())?;
+        }
+        for &key in &changed {
+            if fresh.contains(key) {
+                fresh.remove(key)?;
+                replaced += 1;
+            }
+            if state.live.contains(key) {
+                let slot = key as usize;
+                if self.config.is_binary() {
+                    fresh.add(
+                        key,
+                        b1x8::from_u8s(&state.store.bits[slot * row..(slot + 1) * row]),
+                    )?;
+                } else {
+                    fresh.add(key, &state.store.floats[slot * row..(slot + 1) * row])?;
+                }
+            }
+        }
         state.hnsw = fresh;
-        state.removed_since_rebuild = 0;
+        state.removed_since_rebuild = replaced;
         // Trailing free slots give their memory back too.
         let last_live = state.live.iter().last().map_or(0, |key| key as usize + 1);
         if last_live < state.slots / 2 {
@@ -1161,6 +1165,72 @@ impl CollectionIndex {
         }
         self.counters.rebuilds.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// A new graph of `keys`, built on `threads` threads. Each copies the vectors of a few
+    /// hundred keys at a time under the shared lock and inserts them without it, so writers
+    /// (and the searches queued behind a writer) never wait long.
+    fn build_graph(&self, keys: &[u64], threads: usize) -> CoreResult<Hnsw> {
+        const BLOCK: usize = 256;
+        let fresh = new_hnsw(&self.config, keys.len())?;
+        let row = self.config.row_len();
+        let binary = self.config.is_binary();
+        let threads = threads.clamp(1, 64).min(keys.len().max(1));
+        let chunk = keys.len().div_ceil(threads).max(1);
+        let results: Vec<CoreResult<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = keys
+                .chunks(chunk)
+                .map(|part| {
+                    let fresh = &fresh;
+                    scope.spawn(move || -> CoreResult<()> {
+                        let mut floats: Vec<f32> = Vec::new();
+                        let mut bits: Vec<u8> = Vec::new();
+                        for block in part.chunks(BLOCK) {
+                            {
+                                let state = self.state.read();
+                                floats.clear();
+                                bits.clear();
+                                for &key in block {
+                                    let slot = key as usize;
+                                    if binary {
+                                        bits.extend_from_slice(
+                                            &state.store.bits[slot * row..(slot + 1) * row],
+                                        );
+                                    } else {
+                                        floats.extend_from_slice(
+                                            &state.store.floats[slot * row..(slot + 1) * row],
+                                        );
+                                    }
+                                }
+                            }
+                            for (index, &key) in block.iter().enumerate() {
+                                if binary {
+                                    fresh.add(
+                                        key,
+                                        b1x8::from_u8s(&bits[index * row..(index + 1) * row]),
+                                    )?;
+                                } else {
+                                    fresh.add(key, &floats[index * row..(index + 1) * row])?;
+                                }
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle.join().unwrap_or_else(|_| {
+                        Err(CoreError::Index("a rebuild thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        for result in results {
+            result?;
+        }
+        Ok(fresh)
     }
 
     pub fn memory_usage(&self) -> usize {
@@ -1359,6 +1429,8 @@ impl CollectionIndex {
             config,
             writer: Mutex::new(()),
             counters: Counters::default(),
+            rebuilding: Mutex::new(()),
+            rebuild_log: Mutex::new(None),
         };
         Ok((index, sequence))
     }
