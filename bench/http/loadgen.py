@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Result", "closed_loop", "open_loop", "request_bytes"]
+__all__ = ["Connection", "Result", "closed_loop", "open_loop", "request_bytes"]
 
 
 def request_bytes(
@@ -61,7 +61,9 @@ class Result:
         }
 
 
-class _Connection:
+class Connection:
+    """One keep-alive connection: `exchange` sends a pre-encoded request and reads the whole answer."""
+
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
@@ -70,7 +72,8 @@ class _Connection:
     async def open(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
-    async def send(self, payload: bytes) -> int:
+    async def exchange(self, payload: bytes) -> tuple[int, bytes]:
+        """The status and the body of the answer to `payload`."""
         if self.writer is None or self.reader is None:
             await self.open()
         assert self.reader is not None and self.writer is not None
@@ -87,15 +90,21 @@ class _Connection:
                 length = int(value.strip())
             elif lowered == b"transfer-encoding" and b"chunked" in value.lower():
                 chunked = True
+        body = b""
         if chunked:
+            parts: list[bytes] = []
             while True:
                 size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
-                await self.reader.readexactly(size + 2)
+                parts.append((await self.reader.readexactly(size + 2))[:size])
                 if size == 0:
                     break
+            body = b"".join(parts)
         elif length:
-            await self.reader.readexactly(length)
-        return status
+            body = await self.reader.readexactly(length)
+        return status, body
+
+    async def send(self, payload: bytes) -> int:
+        return (await self.exchange(payload))[0]
 
     def close(self) -> None:
         if self.writer is not None:
@@ -107,7 +116,7 @@ async def _closed(host: str, port: int, requests: Callable[[], bytes], connectio
     deadline = time.perf_counter() + seconds
 
     async def worker() -> None:
-        connection = _Connection(host, port)
+        connection = Connection(host, port)
         await connection.open()
         try:
             while time.perf_counter() < deadline:
@@ -127,9 +136,9 @@ async def _closed(host: str, port: int, requests: Callable[[], bytes], connectio
 
 async def _open(host: str, port: int, requests: Callable[[], bytes], rate: float, seconds: float) -> Result:
     result = Result()
-    pool: asyncio.Queue[_Connection] = asyncio.Queue()
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(64):
-        connection = _Connection(host, port)
+        connection = Connection(host, port)
         await connection.open()
         pool.put_nowait(connection)
     tasks: list[asyncio.Task[None]] = []

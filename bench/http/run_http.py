@@ -18,9 +18,6 @@ import io
 import json
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,19 +28,13 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from live_server import TOKEN, free_port, start_server, stop_server  # noqa: E402
 from loadgen import closed_loop, cycle, open_loop, request_bytes  # noqa: E402
 
 import lookalike  # noqa: E402
 
-TOKEN = "bench-admin-token"
 MARK_START = "<!-- http:start -->"
 MARK_END = "<!-- http:end -->"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def photos() -> list[Image.Image]:
@@ -110,27 +101,6 @@ def in_process(data: Path, records: int, queries: list[str], image: str) -> dict
     }
 
 
-def start_server(data: Path, port: int) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, LOOKALIKE_ADMIN_TOKEN=TOKEN, LOOKALIKE_ALLOW_PRIVATE_URLS="1", LOOKALIKE_LOG_LEVEL="warning")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lookalike", "serve", "--data", str(data), "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                if b" 200 " in sock.recv(200):
-                    return process
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise SystemExit("the server did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=100_000)
@@ -151,21 +121,38 @@ def main() -> None:
         server = start_server(data, port)
         host = f"127.0.0.1:{port}"
         path = "/v1/collections/bench/search"
-        by_id = [request_bytes("POST", path, host, json.dumps({"query": {"_id": q}, "limit": 10}).encode(), token=TOKEN)
-                 for q in queries]
-        by_image = [request_bytes("POST", path, host, json.dumps({"query": {"_base64": image}, "limit": 10}).encode(),
-                                  token=TOKEN)]
+        by_id = [
+            request_bytes("POST", path, host, json.dumps({"query": {"_id": q}, "limit": 10}).encode(), token=TOKEN)
+            for q in queries
+        ]
+        by_image = [
+            request_bytes(
+                "POST", path, host, json.dumps({"query": {"_base64": image}, "limit": 10}).encode(), token=TOKEN
+            )
+        ]
         boundary = "lookalikebenchboundary"
         upload_body = (
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"q.jpg\"\r\n"
-            "Content-Type: image/jpeg\r\n\r\n"
-        ).encode() + base64.b64decode(image) + (
-            f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"options\"\r\n\r\n"
-            '{"limit": 10}'
-            f"\r\n--{boundary}--\r\n"
-        ).encode()
-        by_upload = [request_bytes("POST", path + "/upload", host, upload_body,
-                                   content_type=f"multipart/form-data; boundary={boundary}", token=TOKEN)]
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="q.jpg"\r\n'
+                "Content-Type: image/jpeg\r\n\r\n"
+            ).encode()
+            + base64.b64decode(image)
+            + (
+                f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="options"\r\n\r\n'
+                '{"limit": 10}'
+                f"\r\n--{boundary}--\r\n"
+            ).encode()
+        )
+        by_upload = [
+            request_bytes(
+                "POST",
+                path + "/upload",
+                host,
+                upload_body,
+                content_type=f"multipart/form-data; boundary={boundary}",
+                token=TOKEN,
+            )
+        ]
         counter = iter(range(10**9))
 
         def insert_request() -> bytes:
@@ -192,8 +179,7 @@ def main() -> None:
                 ),
             }
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=60)
+            stop_server(server)
     suffix = "" if args.precision == "f32" else f"-{args.precision}"
     mark_start, mark_end = MARK_START.replace("http", "http" + suffix), MARK_END.replace("http", "http" + suffix)
     lines = [

@@ -1113,34 +1113,39 @@ impl CollectionIndex {
             state.live.to_vec()
         };
         let built = self.build_graph(&keys, threads);
-        let _writer = self.writer.lock();
-        let mut changed = self.rebuild_log.lock().take().unwrap_or_default();
-        let fresh = built?;
-        changed.sort_unstable();
-        changed.dedup();
-        let row = self.config.row_len();
-        let mut state = self.state.write();
-        let mut replaced = 0;
-        if !changed.is_empty() {
-            fresh.reserve_capacity_and_threads(fresh.size() + changed.len(), hnsw_threads())?;
-        }
-        for &key in &changed {
-            if fresh.contains(key) {
-                fresh.remove(key)?;
-                replaced += 1;
+        let fresh = match built {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                *self.rebuild_log.lock() = None;
+                return Err(error);
             }
-            if state.live.contains(key) {
-                let slot = key as usize;
-                if self.config.is_binary() {
-                    fresh.add(
-                        key,
-                        b1x8::from_u8s(&state.store.bits[slot * row..(slot + 1) * row]),
-                    )?;
-                } else {
-                    fresh.add(key, &state.store.floats[slot * row..(slot + 1) * row])?;
+        };
+        // Catch up with the writes made meanwhile while writers go on, until few are left...
+        let mut replaced = 0;
+        for _ in 0..8 {
+            let pending = self
+                .rebuild_log
+                .lock()
+                .as_mut()
+                .map(std::mem::take)
+                .unwrap_or_default();
+            if pending.len() < 1_000 {
+                self.log_pending(pending);
+                break;
+            }
+            match self.catch_up(&fresh, pending, None) {
+                Ok(count) => replaced += count,
+                Err(error) => {
+                    *self.rebuild_log.lock() = None;
+                    return Err(error);
                 }
             }
         }
+        // ...then the rest as a writer, and the swap.
+        let _writer = self.writer.lock();
+        let changed = self.rebuild_log.lock().take().unwrap_or_default();
+        let mut state = self.state.write();
+        replaced += self.catch_up(&fresh, changed, Some(&state))?;
         state.hnsw = fresh;
         state.removed_since_rebuild = replaced;
         // Trailing free slots give their memory back too.
@@ -1165,6 +1170,66 @@ impl CollectionIndex {
         }
         self.counters.rebuilds.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Puts keys back in the log (a catch-up round that found too few to be worth it).
+    fn log_pending(&self, keys: Vec<u64>) {
+        if let Some(log) = self.rebuild_log.lock().as_mut() {
+            log.extend(keys);
+        }
+    }
+
+    /// Brings `fresh` up to date for `changed` keys: each is removed from it if there, and
+    /// added again with its current vector if live. With `held` (the writer's exclusive state)
+    /// it reads from that; without, it takes the shared lock per key. Returns the removals.
+    fn catch_up(
+        &self,
+        fresh: &Hnsw,
+        mut changed: Vec<u64>,
+        held: Option<&State>,
+    ) -> CoreResult<usize> {
+        changed.sort_unstable();
+        changed.dedup();
+        if changed.is_empty() {
+            return Ok(0);
+        }
+        let row = self.config.row_len();
+        fresh.reserve_capacity_and_threads(fresh.size() + changed.len(), hnsw_threads())?;
+        let mut replaced = 0;
+        let mut floats: Vec<f32> = Vec::with_capacity(row);
+        let mut bits: Vec<u8> = Vec::with_capacity(row);
+        for &key in &changed {
+            let slot = key as usize;
+            let copy = |state: &State, floats: &mut Vec<f32>, bits: &mut Vec<u8>| -> bool {
+                let live = state.live.contains(key);
+                if live {
+                    floats.clear();
+                    bits.clear();
+                    if self.config.is_binary() {
+                        bits.extend_from_slice(&state.store.bits[slot * row..(slot + 1) * row]);
+                    } else {
+                        floats.extend_from_slice(&state.store.floats[slot * row..(slot + 1) * row]);
+                    }
+                }
+                live
+            };
+            let live = match held {
+                Some(state) => copy(state, &mut floats, &mut bits),
+                None => copy(&self.state.read(), &mut floats, &mut bits),
+            };
+            if fresh.contains(key) {
+                fresh.remove(key)?;
+                replaced += 1;
+            }
+            if live {
+                if self.config.is_binary() {
+                    fresh.add(key, b1x8::from_u8s(&bits))?;
+                } else {
+                    fresh.add(key, &floats)?;
+                }
+            }
+        }
+        Ok(replaced)
     }
 
     /// A new graph of `keys`, built on `threads` threads. Each copies the vectors of a few
