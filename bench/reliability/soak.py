@@ -540,6 +540,7 @@ class Soak:
         for connection in connections[:CONNECTIONS]:
             pool.put_nowait(connection)
         bulk_connection, heavy_probe, probe_connection = connections[CONNECTIONS:]
+        await self.stats(probe_connection)  # the server opens a collection on first use: not timed
         self.t0 = time.perf_counter()
         self.window = Window(start=0.0, end=0.0)
         self.cpu_mark = read_proc(self.server_pid)[1]

@@ -9,6 +9,7 @@ search.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
@@ -805,6 +806,7 @@ class Collection:
         self._check_open()
         self._index.rebuild(threads)
         self.snapshot()
+        _trim_heap()
 
     def snapshot(self) -> None:
         """Saves the index as a snapshot tagged with the last committed sequence number, so the
@@ -1363,6 +1365,15 @@ class Collection:
         with self._store.write_lock:
             self._closed = True
             self._store.close()
+
+
+def _trim_heap() -> None:
+    """Gives the heap memory freed by a compaction (the old graph) back to the system: glibc
+    keeps freed memory otherwise. Elsewhere than glibc this does nothing."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
