@@ -1,6 +1,6 @@
 """Soak benchmark: a real server under steady mixed traffic for a bounded time, sampled in windows.
 
-    .venv/bin/python bench/reliability/soak.py [--minutes 5] [--rate 150] [--records 100000] [--out bench/RESULTS.md]
+    .venv/bin/python bench/reliability/soak.py [--minutes 6] [--rate 150] [--records 100000] [--out bench/RESULTS.md]
 
 It starts `lookalike serve` (one uvicorn process, as bench/http/run_http.py does) on a temporary
 data folder holding a `vectors` collection (512-d, cosine, f32 graph; `bucket`, `category` and
@@ -784,7 +784,7 @@ def write_section(out: Path, text: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--minutes", type=float, default=5.0, help="how long the traffic runs")
+    parser.add_argument("--minutes", type=float, default=6.0, help="how long the traffic runs")
     parser.add_argument("--seconds", type=float, help="the same in seconds (short runs)")
     parser.add_argument("--rate", type=float, default=150.0, help="requests per second, all kinds together")
     parser.add_argument("--window", type=float, default=10.0, help="seconds per sample")
