@@ -26,7 +26,7 @@ EXAMPLES := examples/plugin-thumbnail
 # then the built-in collection types (each its own distribution, found through its entry point).
 setup: $(VENV)/bin/python
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
-		$(VENV)/bin/maturin develop --release --extras test --quiet
+		$(VENV)/bin/maturin develop --release --extras test,distributed --quiet
 	$(PY) -m pip install --quiet 'setuptools>=70.1'
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation $(addprefix -e ,$(PLUGINS) $(EXAMPLES))
 	$(PY) -m pip install --quiet --no-build-isolation -e 'server[test]'

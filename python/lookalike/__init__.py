@@ -13,7 +13,7 @@ Distances are "smaller is closer" everywhere.
 
 from lookalike import filters
 from lookalike._core import simd_capabilities
-from lookalike.engine import Collection, CollectionConfig, Engine, RecordPage, SearchBatch
+from lookalike.engine import Collection, CollectionConfig, Engine, LocalCollection, RecordPage, SearchBatch
 from lookalike.errors import (
     ClosedError,
     CollectionExistsError,
@@ -32,6 +32,7 @@ from lookalike.errors import (
     RecordNotFoundError,
     StorageError,
     StorageFullError,
+    UnavailableError,
     UnsupportedError,
 )
 
@@ -40,6 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Engine",
     "Collection",
+    "LocalCollection",
     "CollectionConfig",
     "SearchBatch",
     "RecordPage",
@@ -62,6 +64,7 @@ __all__ = [
     "ReadOnlyStorageError",
     "CorruptSnapshotError",
     "ClosedError",
+    "UnavailableError",
     "InternalError",
     "__version__",
 ]

@@ -9,6 +9,7 @@ search.
 
 from __future__ import annotations
 
+import abc
 import ctypes
 import logging
 import os
@@ -19,7 +20,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 import numpy as np
@@ -43,6 +44,7 @@ from lookalike.errors import (
     PluginError,
     RecordNotFoundError,
     StorageError,
+    UnavailableError,
     UnsupportedError,
 )
 from lookalike.filters import PRESENCE_SUFFIX, Filter, indexable_values
@@ -59,7 +61,17 @@ from lookalike.sdk.types import (
 )
 from lookalike.storage import CollectionStore, StoredRecord, dumps, storage_error
 
-__all__ = ["Engine", "Collection", "CollectionConfig", "SearchBatch", "RecordPage", "InsertResult", "RecordError"]
+__all__ = [
+    "Engine",
+    "Collection",
+    "LocalCollection",
+    "ShardBackend",
+    "CollectionConfig",
+    "SearchBatch",
+    "RecordPage",
+    "InsertResult",
+    "RecordError",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +84,8 @@ NO_KEY = np.iinfo(np.uint64).max
 #: Reserved record fields the `vectors` type understands; others starting with `_` are refused.
 RESERVED_FIELDS = frozenset({"_id", "_vector", "_url", "_base64", "_file"})
 CONFIG_FILE = "config.json"
+#: A sharded collection's folder on the router holds its shard manifest instead of a database.
+SHARDS_FILE = "shards.json"
 DATABASE_FILE = "collection.db"
 SNAPSHOT_DIR = "snapshots"
 #: After a snapshot fails (a full disk), writes wait this long before the next try.
@@ -119,9 +133,9 @@ class SearchBatch:
     def ids(self) -> list[list[str]]:
         """The `_id` of each hit (one SQLite lookup for the whole batch)."""
         valid = [int(k) for row, count in zip(self.keys, self.counts, strict=True) for k in row[: int(count)]]
-        records = self._collection._store.records_by_key(valid)
+        found = self._collection._ids_of_keys(valid)
         return [
-            [records[int(k)].id for k in row[: int(count)] if int(k) in records]
+            [found[int(k)] for k in row[: int(count)] if int(k) in found]
             for row, count in zip(self.keys, self.counts, strict=True)
         ]
 
@@ -151,29 +165,543 @@ def _entries(key: int, image: Mapping[str, list[Any]], views: int = 1) -> list[t
     return [(key * views + view, name, values) for view in range(views) for name, values in image.items()]
 
 
-class Collection:
-    """A named set of records with vectors. Get one from :class:`Engine`; thread-safe."""
+class RecordRules:
+    """What every collection applies before a record reaches storage: the rules of ids,
+    metadata and vectors, and embedding (validation and embedding of a batch, :meth:`_prepare`).
+    Shared by :class:`Collection` and the distributed ingestion tasks, which embed on other
+    machines with the same :class:`CollectionConfig`."""
 
-    def __init__(
-        self, engine: Engine, path: Path, config: CollectionConfig, type_: CollectionType | None = None
-    ) -> None:
-        self._engine = engine
-        self._path = path
+    def __init__(self, config: CollectionConfig, type_: CollectionType | None, embedder: Embedder | None) -> None:
         self.config = config
         #: The collection type's instance (None for plain "vectors" collections).
         self.type = type_
         self._views = config.views
-        self._embedder = (
-            Embedder(
-                type_,
-                fetch=engine.fetch,
-                allow_files=engine.allow_files,
-                max_pixels=engine.max_image_pixels,
-                batcher=engine._batcher_for(type_),
+        self._embedder = embedder
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def query_kinds(self) -> list[str]:
+        """What this collection can be searched by: vector, id, image, text, image+text, colors."""
+        if self.type is None:
+            return ["vector", "id"]
+        return list(query_kinds(self.type))
+
+    # -- validation ------------------------------------------------------------------------
+
+    def _vector_row(self, value: Any, position: int) -> np.ndarray:
+        binary = self.config.precision == "binary"
+        try:
+            if binary:
+                if isinstance(value, bytes | bytearray):
+                    row = np.frombuffer(bytes(value), dtype=np.uint8)
+                else:
+                    array = np.asarray(value)
+                    if array.dtype == np.uint8 and array.ndim == 1 and array.size == self.config.ndim // 8:
+                        row = array
+                    else:
+                        bits = np.asarray(value, dtype=np.int64)
+                        if bits.ndim != 1 or bits.size != self.config.ndim or not np.isin(bits, (0, 1)).all():
+                            raise DimensionMismatchError(
+                                f"record {position}: a binary _vector is {self.config.ndim} bits (0/1) "
+                                f"or {self.config.ndim // 8} packed bytes"
+                            )
+                        row = np.packbits(bits.astype(np.uint8))
+                if row.size != self.config.ndim // 8:
+                    raise DimensionMismatchError(
+                        f"record {position}: _vector has {row.size} bytes, expected {self.config.ndim // 8}"
+                    )
+                return row
+            row = _float32(value)
+        except (TypeError, ValueError) as error:
+            raise InvalidVectorError(f"record {position}: _vector must be a list of numbers ({error})") from error
+        if row.ndim != 1 or row.size != self.config.ndim:
+            got = row.size if row.ndim == 1 else "x".join(map(str, row.shape))
+            raise DimensionMismatchError(
+                f"record {position}: _vector has {got} dimensions, the collection expects {self.config.ndim}"
             )
-            if type_ is not None
-            else None
+        if not np.isfinite(row).all():
+            raise InvalidVectorError(f"record {position}: _vector contains NaN or infinity")
+        if self.config.metric == "cos" and not np.any(row):
+            raise InvalidVectorError(f"record {position}: a zero _vector has no direction (cosine metric)")
+        return row
+
+    @staticmethod
+    def _check_id(value: Any, position: int) -> str:
+        if not isinstance(value, str):
+            raise InvalidRecordError(f"record {position}: _id must be a string, got {type(value).__name__}")
+        if not value or len(value) > MAX_ID_LENGTH:
+            raise InvalidRecordError(f"record {position}: _id must have 1 to {MAX_ID_LENGTH} characters")
+        if "\x00" in value:
+            raise InvalidRecordError(f"record {position}: _id must not contain NUL characters")
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError as error:
+                raise InvalidRecordError(f"record {position}: _id is not valid Unicode ({error.reason})") from error
+        return value
+
+    def _metadata(self, record: Mapping[str, Any], position: int) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        derived = self.type.derived_fields if self.type is not None else frozenset()
+        for name, value in record.items():
+            if not isinstance(name, str):
+                raise InvalidRecordError(f"record {position}: field names must be strings")
+            if name.startswith("_"):
+                if name in derived:
+                    continue  # computed from the image; a record cannot set it
+                if name not in RESERVED_FIELDS:
+                    raise InvalidRecordError(
+                        f"record {position}: field {name!r} is reserved (fields starting with '_' are the engine's)"
+                    )
+                if name in ("_id", "_vector", "_base64", "_file"):
+                    continue
+                if name == "_url" and not isinstance(value, str):
+                    raise InvalidRecordError(f"record {position}: _url must be a string")
+            data[name] = value
+        try:
+            size = len(dumps(data).encode())
+        except (TypeError, ValueError) as error:  # UnicodeEncodeError (a lone surrogate) is a ValueError
+            raise InvalidRecordError(f"record {position}: metadata is not valid JSON ({error})") from error
+        if size > MAX_METADATA_BYTES:
+            raise InvalidRecordError(
+                f"record {position}: its metadata takes {size:,} bytes as JSON, more than the "
+                f"{MAX_METADATA_BYTES:,} allowed; keep large data elsewhere and store a reference to it"
+            )
+        return data
+
+    def _group_value(self, data: Mapping[str, Any]) -> str | None:
+        if self.config.product_id_field is None:
+            return None
+        values = filters_module.values_at(data, self.config.product_id_field)
+        if not values or values[0] is None:
+            return None
+        return dumps(values[0])
+
+    def _prepare(
+        self, batch: Sequence[Any], *, fetch: Fetch | None, atomic: bool
+    ) -> tuple[list[tuple[str, dict[str, Any], np.ndarray, bytes | None]], list[RecordError]]:
+        """Validates and embeds a batch: ``(id, metadata, vector row, image bytes)`` per good
+        record, and the errors of the others. With ``atomic``, the first error is raised."""
+        valid: list[tuple[int, str, dict[str, Any], np.ndarray | None, Mapping[str, Any]]] = []
+        errors: list[RecordError] = []
+        seen: set[str] = set()
+
+        def fail(position: int, id_: str | None, error: LookalikeError) -> None:
+            if atomic:
+                message = str(error)
+                if not message.startswith("record "):
+                    error.args = (f"record {position}: {message}",)
+                raise error
+            errors.append(RecordError.of(position, id_, error))
+
+        for position, record in enumerate(batch):
+            id_: str | None = None
+            try:
+                if not isinstance(record, Mapping):
+                    raise InvalidRecordError(f"record {position}: expected an object, got {type(record).__name__}")
+                id_ = self._check_id(record.get("_id"), position)
+                if id_ in seen:
+                    raise DuplicateIdError(f"record {position}: _id {id_!r} appears twice in this batch")
+                seen.add(id_)
+                data = self._metadata(record, position)
+                vector = self._record_vector(record, position)
+            except LookalikeError as error:
+                fail(position, id_ if isinstance(id_, str) else None, error)
+                continue
+            valid.append((position, id_, data, vector, record))
+        to_embed = [(i, item) for i, item in enumerate(valid) if item[3] is None]
+        embedded: dict[int, Embedded | LookalikeError] = {}
+        if to_embed:
+            assert self._embedder is not None
+            results = self._embedder.embed([item[4] for _, item in to_embed], fetch=fetch)
+            embedded = {i: result for (i, _), result in zip(to_embed, results, strict=True)}
+        out: list[tuple[str, dict[str, Any], np.ndarray, bytes | None]] = []
+        for i, (position, id_, data, vector, _record) in enumerate(valid):
+            image: bytes | None = None
+            if vector is None:
+                result = embedded[i]
+                if isinstance(result, LookalikeError):
+                    fail(position, id_, result)
+                    continue
+                vector = result.views.reshape(-1)
+                data = data | result.derived
+                image = result.data if self.config.store_images else None
+            out.append((id_, data, vector, image))
+        errors.sort(key=lambda error: error.position)
+        return out, errors
+
+    def _record_vector(self, record: Mapping[str, Any], position: int) -> np.ndarray | None:
+        """The record's vector row when it gives one (`_vector`); None when its image must be
+        embedded."""
+        image = has_image(record)
+        if self.type is None and ("_base64" in record or "_file" in record):
+            raise UnsupportedError(
+                f"record {position}: images need an image collection type; 'vectors' collections take _vector"
+            )
+        if "_vector" in record:
+            if "_base64" in record or "_file" in record:
+                raise InvalidRecordError(f"record {position}: give either an image or a _vector, not both")
+            if self._views != 1:
+                raise UnsupportedError(
+                    f"record {position}: type {self.config.type!r} stores {self._views} vectors per image; "
+                    "records need an image"
+                )
+            return self._vector_row(record["_vector"], position)
+        if self.type is None:
+            raise InvalidRecordError(f"record {position}: a 'vectors' collection needs a _vector")
+        if not image:
+            raise InvalidRecordError(f"record {position}: the record needs an image: _url, _base64 or _file")
+        return None
+
+    def _query_matrix(self, vector: Any) -> np.ndarray:
+        binary = self.config.precision == "binary"
+        if binary:
+            return self._vector_row(vector, 0).reshape(1, -1)
+        try:
+            row = _float32(vector)
+        except (TypeError, ValueError) as error:
+            raise InvalidVectorError(f"query vector must be numbers ({error})") from error
+        if row.ndim != 1 or row.size != self.config.ndim:
+            raise DimensionMismatchError(
+                f"query vector has {row.size} dimensions, the collection expects {self.config.ndim}"
+            )
+        if not np.isfinite(row).all():
+            raise InvalidVectorError("query vector contains NaN or infinity")
+        if self.config.metric == "cos" and not np.any(row):
+            raise InvalidVectorError("a zero query vector has no direction (cosine metric)")
+        return row.reshape(1, -1)
+
+
+class Collection(RecordRules, abc.ABC):
+    """A named set of records with vectors. Get one from :class:`Engine`; thread-safe.
+
+    Two implementations share this interface: :class:`LocalCollection`, on this machine's disk,
+    and ``lookalike.distributed.ShardedCollection``, whose records are spread over the shards of
+    a Ray cluster. This base turns queries into vectors and checks writes for both.
+    """
+
+    def query_vector(
+        self,
+        vector: Any = None,
+        *,
+        id: str | None = None,
+        record: Mapping[str, Any] | None = None,
+        text: str | None = None,
+        text_weight: float = 0.5,
+        colors: Any = None,
+        fetch: Fetch | None = None,
+    ) -> np.ndarray:
+        """The query vector of a search (see :meth:`search`), as a ``[1, width]`` matrix."""
+        parts = {"vector": vector, "id": id, "record": record, "colors": colors, "text": text}
+        given = [name for name, value in parts.items() if value is not None]
+        if len(given) != 1 and given != ["record", "text"]:
+            raise InvalidInputError(
+                "search takes one query: vector, id, record (an image or an _id), text, colors, "
+                f"or record together with text; got {', '.join(given) or 'none'}"
+            )
+        kind = "+".join(given)
+        if kind == "vector":
+            return self._query_matrix(vector)
+        if kind == "id":
+            return self.get_vector(id or "").reshape(1, -1)
+        if kind == "colors":
+            if not isinstance(self.type, SupportsColorQuery):
+                raise self._unsupported("colors")
+            return self._query_matrix(self.type.embed_colors(parse_colors(colors)))
+        if kind == "text":
+            return self._query_matrix(self._text_vector(text))
+        assert record is not None
+        if not isinstance(record, Mapping):
+            raise InvalidInputError('record must be an object such as {"_base64": ...}, {"_url": ...} or {"_id": ...}')
+        image = self._record_query(record, fetch)
+        if kind == "record":
+            return image
+        if isinstance(text_weight, bool) or not isinstance(text_weight, int | float) or not 0 <= text_weight <= 1:
+            raise InvalidInputError(f"text_weight must be a number from 0 to 1, got {text_weight!r}")
+        text_vector = self._text_vector(text)
+        mixed = (1 - text_weight) * _unit(image[0]) + text_weight * _unit(text_vector)
+        return self._query_matrix(mixed)
+
+    def _unsupported(self, kind: str) -> UnsupportedError:
+        return UnsupportedError(
+            f"collection {self.name!r} (type {self.config.type!r}) cannot be searched by {kind}; "
+            f"it supports: {', '.join(self.query_kinds)}"
         )
+
+    def _text_vector(self, text: Any) -> np.ndarray:
+        if not isinstance(self.type, SupportsTextQuery):
+            raise self._unsupported("text")
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInputError("text must be a non-empty string")
+        if len(text) > 2_000:
+            raise InvalidInputError("text must have at most 2000 characters")
+        return np.asarray(self.type.embed_text([text]), dtype=np.float32)[0]
+
+    def _record_query(self, record: Mapping[str, Any], fetch: Fetch | None) -> np.ndarray:
+        sources = [name for name in ("_id", "_vector", *IMAGE_FIELDS) if name in record]
+        if len(sources) != 1:
+            raise InvalidInputError(
+                "a query record takes exactly one of _id, _vector, _url, _base64, _file; "
+                f"got {', '.join(sources) or 'none'}"
+            )
+        if sources[0] == "_id":
+            return self.get_vector(record["_id"]).reshape(1, -1)
+        if sources[0] == "_vector":
+            return self._query_matrix(record["_vector"])
+        if self._embedder is None:
+            raise self._unsupported("image")
+        return self._query_matrix(self._embedder.embed_query(record, fetch=fetch))
+
+    # -- writes (shared) ------------------------------------------------------------------
+
+    def add(self, records: Iterable[Mapping[str, Any]], *, fetch: Fetch | None = None) -> list[str]:
+        """Adds records, replacing any with the same `_id`; returns their ids.
+
+        Each record has a string `_id`, an image (`_base64`, `_url`, `_file`) or a `_vector`,
+        and any JSON metadata. The whole batch is checked (and embedded) first: if one record is
+        bad, nothing is written and its error is raised. Returns once the batch is durable. Use
+        :meth:`insert` to write the good records of a batch and get the bad ones back instead.
+        """
+        result = self._insert(records, fetch=fetch, atomic=True)
+        return result.ids
+
+    def insert(
+        self, records: Iterable[Mapping[str, Any]], *, fetch: Fetch | None = None, if_absent: bool = False
+    ) -> InsertResult:
+        """Adds the good records of a batch and reports the others: one :class:`RecordError`
+        (position, `_id`, `code`, message) per record that was skipped; never fails the batch
+        for one bad record.
+
+        With `if_absent`, a record whose `_id` is already stored is skipped (code
+        ``duplicate_id``) instead of replacing it; the check and the write happen under the
+        collection's write lock, so two concurrent inserts of one new `_id` write it once."""
+        return self._insert(records, fetch=fetch, atomic=False, if_absent=if_absent)
+
+    def _insert(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        fetch: Fetch | None,
+        atomic: bool,
+        if_absent: bool = False,
+    ) -> InsertResult:
+        self._check_open()
+        if isinstance(records, Mapping | str | bytes):
+            raise InvalidInputError("add takes a list of records")
+        batch = list(records)
+        prepared, errors = self._prepare(batch, fetch=fetch, atomic=atomic)
+        if not prepared:
+            return InsertResult([], errors)
+        dtype = np.uint8 if self.config.precision == "binary" else np.float32
+        matrix = np.stack([row for _, _, row, _ in prepared]).astype(dtype, copy=False)
+        ids = [id_ for id_, _, _, _ in prepared]
+        skipped = self._write(
+            ids,
+            matrix,
+            [data for _, data, _, _ in prepared],
+            [image for _, _, _, image in prepared],
+            if_absent=if_absent,
+        )
+        if skipped:
+            positions = {
+                str(record.get("_id")): position
+                for position, record in reversed(list(enumerate(batch)))
+                if isinstance(record, Mapping)
+            }
+            for id_ in ids:
+                if id_ in skipped:
+                    message = f"a record with _id {id_!r} exists already"
+                    errors.append(RecordError(positions.get(id_, -1), id_, DuplicateIdError.code, message))
+            errors.sort(key=lambda error: error.position)
+            ids = [id_ for id_ in ids if id_ not in skipped]
+        return InsertResult(ids, errors)
+
+    def add_vectors(
+        self,
+        ids: Sequence[str],
+        vectors: npt.ArrayLike,
+        metadata: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Bulk path of :meth:`add`: ids, a `[n, ndim]` float32 matrix (uint8 packed bits for
+        binary collections) and optional metadata per row."""
+        self._check_open()
+        binary = self.config.precision == "binary"
+        matrix = np.ascontiguousarray(vectors, dtype=np.uint8) if binary else np.ascontiguousarray(_float32(vectors))
+        width = self.config.ndim // 8 if binary else self.config.ndim
+        if matrix.ndim != 2 or matrix.shape[1] != width:
+            raise DimensionMismatchError(f"vectors must have shape [n, {width}], got {list(matrix.shape)}")
+        if matrix.shape[0] != len(ids):
+            raise InvalidInputError(f"{len(ids)} ids but {matrix.shape[0]} vectors")
+        if metadata is not None and len(metadata) != len(ids):
+            raise InvalidInputError(f"{len(ids)} ids but {len(metadata)} metadata entries")
+        if not binary:
+            finite = np.isfinite(matrix).all(axis=1)
+            if not finite.all():
+                raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or infinity")
+            if self.config.metric == "cos":
+                nonzero = matrix.any(axis=1)
+                if not nonzero.all():
+                    raise InvalidVectorError(f"vector {int(np.argmin(nonzero))} is zero (cosine metric)")
+        checked = [self._check_id(id_, position) for position, id_ in enumerate(ids)]
+        if len(set(checked)) != len(checked):
+            raise DuplicateIdError("an _id appears twice in this batch")
+        datas = [self._metadata(m, p) for p, m in enumerate(metadata)] if metadata is not None else [{} for _ in ids]
+        if checked:
+            self._write(checked, matrix, datas)
+
+    def _checked_updates(
+        self, records: Iterable[Mapping[str, Any]]
+    ) -> list[tuple[str, dict[str, Any], np.ndarray | None]]:
+        """An update batch, checked: ``(id, fields, vector or None)`` per record."""
+        changes: list[tuple[str, dict[str, Any], np.ndarray | None]] = []
+        seen: set[str] = set()
+        for position, record in enumerate(list(records)):
+            if not isinstance(record, Mapping):
+                raise InvalidRecordError(f"record {position}: expected an object, got {type(record).__name__}")
+            id_ = self._check_id(record.get("_id"), position)
+            if id_ in seen:
+                raise DuplicateIdError(f"record {position}: _id {id_!r} appears twice in this batch")
+            seen.add(id_)
+            vector = self._vector_row(record["_vector"], position) if "_vector" in record else None
+            changes.append((id_, self._metadata(record, position), vector))
+        return changes
+
+    # -- the interface ---------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.config.name!r}, type={self.config.type!r}, count={len(self)})"
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def memory_usage(self) -> int:
+        """Bytes held in memory by the index, the exact vectors and the field indexes."""
+
+    @abc.abstractmethod
+    def stats(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def _check_open(self) -> None: ...
+
+    @abc.abstractmethod
+    def _write(
+        self,
+        ids: list[str],
+        matrix: np.ndarray,
+        datas: list[dict[str, Any]],
+        images: Sequence[bytes | None] | None = None,
+        *,
+        if_absent: bool = False,
+    ) -> set[str]:
+        """Writes checked and embedded rows (replacing stored records of the same `_id`); with
+        `if_absent`, skips the ids already stored instead and returns them."""
+
+    @abc.abstractmethod
+    def update(self, records: Iterable[Mapping[str, Any]]) -> int: ...
+
+    @abc.abstractmethod
+    def remove(self, ids: Sequence[str] | None = None, *, filter: Mapping[str, Any] | None = None) -> int: ...
+
+    @abc.abstractmethod
+    def compact(self, threads: int | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def snapshot(self) -> None: ...
+
+    @abc.abstractmethod
+    def get(self, ids: Sequence[str], *, fields: Sequence[str] | None = None) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def get_vector(self, id: str) -> np.ndarray: ...
+
+    @abc.abstractmethod
+    def records(
+        self, *, filter: Mapping[str, Any] | None = None, limit: int = 100, cursor: str | None = None
+    ) -> RecordPage: ...
+
+    @abc.abstractmethod
+    def count(self, filter: Mapping[str, Any] | None = None) -> int: ...
+
+    @abc.abstractmethod
+    def search(
+        self,
+        vector: Any = None,
+        *,
+        id: str | None = None,
+        record: Mapping[str, Any] | None = None,
+        text: str | None = None,
+        text_weight: float = 0.5,
+        colors: Any = None,
+        limit: int = 10,
+        offset: int = 0,
+        filter: Mapping[str, Any] | None = None,
+        group_by: str | None = None,
+        group_size: int = 1,
+        fields: Sequence[str] | None = None,
+        ef: int | None = None,
+        exact: bool = False,
+        fetch: Fetch | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def rank(
+        self,
+        ids: Sequence[str],
+        vector: Any = None,
+        *,
+        record: Mapping[str, Any] | None = None,
+        text: str | None = None,
+        text_weight: float = 0.5,
+        colors: Any = None,
+        fields: Sequence[str] | None = None,
+        fetch: Fetch | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def search_vectors(
+        self,
+        queries: npt.ArrayLike,
+        limit: int = 10,
+        *,
+        offset: int = 0,
+        filter: Mapping[str, Any] | None = None,
+        ef: int | None = None,
+        exact: bool = False,
+        threads: int | None = None,
+    ) -> SearchBatch: ...
+
+    @abc.abstractmethod
+    def _ids_of_keys(self, keys: Sequence[int]) -> dict[int, str]:
+        """The `_id` of each key of a :class:`SearchBatch` (keys of removed records are left out)."""
+
+    @abc.abstractmethod
+    def near_duplicates(
+        self, threshold: float | None = None, *, filter: Mapping[str, Any] | None = None, neighbours: int = 10
+    ) -> list[list[str]]: ...
+
+    @abc.abstractmethod
+    def get_image(self, id: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def close(self, *, snapshot: bool = True) -> None: ...
+
+
+class LocalCollection(Collection):
+    """A collection on this machine: SQLite (the source of truth) and the core's index."""
+
+    def __init__(
+        self, engine: Engine, path: Path, config: CollectionConfig, type_: CollectionType | None = None
+    ) -> None:
+        super().__init__(config, type_, engine.embedder_for(type_))
+        self._engine = engine
+        self._path = path
         self._store = CollectionStore(path / DATABASE_FILE, max_bytes=engine.max_collection_bytes)
         self._closed = False
         self._snapshot_failed_at: float | None = None
@@ -304,15 +832,8 @@ class Collection:
 
     # -- basics ----------------------------------------------------------------------------
 
-    @property
-    def name(self) -> str:
-        return self.config.name
-
     def __len__(self) -> int:
         return len(self._index) // self._views
-
-    def __repr__(self) -> str:
-        return f"Collection(name={self.config.name!r}, type={self.config.type!r}, count={len(self)})"
 
     def _check_open(self) -> None:
         if self._closed:
@@ -341,276 +862,45 @@ class Collection:
             stats.update(type_version=self.config.type_version, type_config=dict(self.config.type_config))
         return stats
 
-    @property
-    def query_kinds(self) -> list[str]:
-        """What this collection can be searched by: vector, id, image, text, image+text, colors."""
-        if self.type is None:
-            return ["vector", "id"]
-        return list(query_kinds(self.type))
-
-    # -- validation ------------------------------------------------------------------------
-
-    def _vector_row(self, value: Any, position: int) -> np.ndarray:
-        binary = self.config.precision == "binary"
-        try:
-            if binary:
-                if isinstance(value, bytes | bytearray):
-                    row = np.frombuffer(bytes(value), dtype=np.uint8)
-                else:
-                    array = np.asarray(value)
-                    if array.dtype == np.uint8 and array.ndim == 1 and array.size == self.config.ndim // 8:
-                        row = array
-                    else:
-                        bits = np.asarray(value, dtype=np.int64)
-                        if bits.ndim != 1 or bits.size != self.config.ndim or not np.isin(bits, (0, 1)).all():
-                            raise DimensionMismatchError(
-                                f"record {position}: a binary _vector is {self.config.ndim} bits (0/1) "
-                                f"or {self.config.ndim // 8} packed bytes"
-                            )
-                        row = np.packbits(bits.astype(np.uint8))
-                if row.size != self.config.ndim // 8:
-                    raise DimensionMismatchError(
-                        f"record {position}: _vector has {row.size} bytes, expected {self.config.ndim // 8}"
-                    )
-                return row
-            row = _float32(value)
-        except (TypeError, ValueError) as error:
-            raise InvalidVectorError(f"record {position}: _vector must be a list of numbers ({error})") from error
-        if row.ndim != 1 or row.size != self.config.ndim:
-            got = row.size if row.ndim == 1 else "x".join(map(str, row.shape))
-            raise DimensionMismatchError(
-                f"record {position}: _vector has {got} dimensions, the collection expects {self.config.ndim}"
-            )
-        if not np.isfinite(row).all():
-            raise InvalidVectorError(f"record {position}: _vector contains NaN or infinity")
-        if self.config.metric == "cos" and not np.any(row):
-            raise InvalidVectorError(f"record {position}: a zero _vector has no direction (cosine metric)")
-        return row
-
-    @staticmethod
-    def _check_id(value: Any, position: int) -> str:
-        if not isinstance(value, str):
-            raise InvalidRecordError(f"record {position}: _id must be a string, got {type(value).__name__}")
-        if not value or len(value) > MAX_ID_LENGTH:
-            raise InvalidRecordError(f"record {position}: _id must have 1 to {MAX_ID_LENGTH} characters")
-        if "\x00" in value:
-            raise InvalidRecordError(f"record {position}: _id must not contain NUL characters")
-        if not value.isascii():
-            try:
-                value.encode()
-            except UnicodeEncodeError as error:
-                raise InvalidRecordError(f"record {position}: _id is not valid Unicode ({error.reason})") from error
-        return value
-
-    def _metadata(self, record: Mapping[str, Any], position: int) -> dict[str, Any]:
-        data: dict[str, Any] = {}
-        derived = self.type.derived_fields if self.type is not None else frozenset()
-        for name, value in record.items():
-            if not isinstance(name, str):
-                raise InvalidRecordError(f"record {position}: field names must be strings")
-            if name.startswith("_"):
-                if name in derived:
-                    continue  # computed from the image; a record cannot set it
-                if name not in RESERVED_FIELDS:
-                    raise InvalidRecordError(
-                        f"record {position}: field {name!r} is reserved (fields starting with '_' are the engine's)"
-                    )
-                if name in ("_id", "_vector", "_base64", "_file"):
-                    continue
-                if name == "_url" and not isinstance(value, str):
-                    raise InvalidRecordError(f"record {position}: _url must be a string")
-            data[name] = value
-        try:
-            size = len(dumps(data).encode())
-        except (TypeError, ValueError) as error:  # UnicodeEncodeError (a lone surrogate) is a ValueError
-            raise InvalidRecordError(f"record {position}: metadata is not valid JSON ({error})") from error
-        if size > MAX_METADATA_BYTES:
-            raise InvalidRecordError(
-                f"record {position}: its metadata takes {size:,} bytes as JSON, more than the "
-                f"{MAX_METADATA_BYTES:,} allowed; keep large data elsewhere and store a reference to it"
-            )
-        return data
-
-    def _group_value(self, data: Mapping[str, Any]) -> str | None:
-        if self.config.product_id_field is None:
-            return None
-        values = filters_module.values_at(data, self.config.product_id_field)
-        if not values or values[0] is None:
-            return None
-        return dumps(values[0])
-
     # -- writes ----------------------------------------------------------------------------
 
-    def add(self, records: Iterable[Mapping[str, Any]], *, fetch: Fetch | None = None) -> list[str]:
-        """Adds records, replacing any with the same `_id`; returns their ids.
-
-        Each record has a string `_id`, an image (`_base64`, `_url`, `_file`) or a `_vector`,
-        and any JSON metadata. The whole batch is checked (and embedded) first: if one record is
-        bad, nothing is written and its error is raised. Returns once the batch is durable. Use
-        :meth:`insert` to write the good records of a batch and get the bad ones back instead.
-        """
-        result = self._insert(records, fetch=fetch, atomic=True)
-        return result.ids
-
-    def insert(
-        self, records: Iterable[Mapping[str, Any]], *, fetch: Fetch | None = None, if_absent: bool = False
-    ) -> InsertResult:
-        """Adds the good records of a batch and reports the others: one :class:`RecordError`
-        (position, `_id`, `code`, message) per record that was skipped; never fails the batch
-        for one bad record.
-
-        With `if_absent`, a record whose `_id` is already stored is skipped (code
-        ``duplicate_id``) instead of replacing it; the check and the write happen under the
-        collection's write lock, so two concurrent inserts of one new `_id` write it once."""
-        return self._insert(records, fetch=fetch, atomic=False, if_absent=if_absent)
-
-    def _insert(
-        self,
-        records: Iterable[Mapping[str, Any]],
-        *,
-        fetch: Fetch | None,
-        atomic: bool,
-        if_absent: bool = False,
-    ) -> InsertResult:
-        self._check_open()
-        if isinstance(records, Mapping | str | bytes):
-            raise InvalidInputError("add takes a list of records")
-        batch = list(records)
-        prepared, errors = self._prepare(batch, fetch=fetch, atomic=atomic)
-        if not prepared:
-            return InsertResult([], errors)
-        dtype = np.uint8 if self.config.precision == "binary" else np.float32
-        matrix = np.stack([row for _, _, row, _ in prepared]).astype(dtype, copy=False)
-        ids = [id_ for id_, _, _, _ in prepared]
-        skipped = self._write(
-            ids,
-            matrix,
-            [data for _, data, _, _ in prepared],
-            [image for _, _, _, image in prepared],
-            if_absent=if_absent,
-        )
-        if skipped:
-            positions = {
-                str(record.get("_id")): position
-                for position, record in reversed(list(enumerate(batch)))
-                if isinstance(record, Mapping)
-            }
-            for id_ in ids:
-                if id_ in skipped:
-                    message = f"a record with _id {id_!r} exists already"
-                    errors.append(RecordError(positions.get(id_, -1), id_, DuplicateIdError.code, message))
-            errors.sort(key=lambda error: error.position)
-            ids = [id_ for id_ in ids if id_ not in skipped]
-        return InsertResult(ids, errors)
-
-    def _prepare(
-        self, batch: Sequence[Any], *, fetch: Fetch | None, atomic: bool
-    ) -> tuple[list[tuple[str, dict[str, Any], np.ndarray, bytes | None]], list[RecordError]]:
-        """Validates and embeds a batch: ``(id, metadata, vector row, image bytes)`` per good
-        record, and the errors of the others. With ``atomic``, the first error is raised."""
-        valid: list[tuple[int, str, dict[str, Any], np.ndarray | None, Mapping[str, Any]]] = []
-        errors: list[RecordError] = []
-        seen: set[str] = set()
-
-        def fail(position: int, id_: str | None, error: LookalikeError) -> None:
-            if atomic:
-                message = str(error)
-                if not message.startswith("record "):
-                    error.args = (f"record {position}: {message}",)
-                raise error
-            errors.append(RecordError.of(position, id_, error))
-
-        for position, record in enumerate(batch):
-            id_: str | None = None
-            try:
-                if not isinstance(record, Mapping):
-                    raise InvalidRecordError(f"record {position}: expected an object, got {type(record).__name__}")
-                id_ = self._check_id(record.get("_id"), position)
-                if id_ in seen:
-                    raise DuplicateIdError(f"record {position}: _id {id_!r} appears twice in this batch")
-                seen.add(id_)
-                data = self._metadata(record, position)
-                vector = self._record_vector(record, position)
-            except LookalikeError as error:
-                fail(position, id_ if isinstance(id_, str) else None, error)
-                continue
-            valid.append((position, id_, data, vector, record))
-        to_embed = [(i, item) for i, item in enumerate(valid) if item[3] is None]
-        embedded: dict[int, Embedded | LookalikeError] = {}
-        if to_embed:
-            assert self._embedder is not None
-            results = self._embedder.embed([item[4] for _, item in to_embed], fetch=fetch)
-            embedded = {i: result for (i, _), result in zip(to_embed, results, strict=True)}
-        out: list[tuple[str, dict[str, Any], np.ndarray, bytes | None]] = []
-        for i, (position, id_, data, vector, _record) in enumerate(valid):
-            image: bytes | None = None
-            if vector is None:
-                result = embedded[i]
-                if isinstance(result, LookalikeError):
-                    fail(position, id_, result)
-                    continue
-                vector = result.views.reshape(-1)
-                data = data | result.derived
-                image = result.data if self.config.store_images else None
-            out.append((id_, data, vector, image))
-        errors.sort(key=lambda error: error.position)
-        return out, errors
-
-    def _record_vector(self, record: Mapping[str, Any], position: int) -> np.ndarray | None:
-        """The record's vector row when it gives one (`_vector`); None when its image must be
-        embedded."""
-        image = has_image(record)
-        if self.type is None and ("_base64" in record or "_file" in record):
-            raise UnsupportedError(
-                f"record {position}: images need an image collection type; 'vectors' collections take _vector"
-            )
-        if "_vector" in record:
-            if "_base64" in record or "_file" in record:
-                raise InvalidRecordError(f"record {position}: give either an image or a _vector, not both")
-            if self._views != 1:
-                raise UnsupportedError(
-                    f"record {position}: type {self.config.type!r} stores {self._views} vectors per image; "
-                    "records need an image"
-                )
-            return self._vector_row(record["_vector"], position)
-        if self.type is None:
-            raise InvalidRecordError(f"record {position}: a 'vectors' collection needs a _vector")
-        if not image:
-            raise InvalidRecordError(f"record {position}: the record needs an image: _url, _base64 or _file")
-        return None
-
-    def add_vectors(
+    def write_prepared(
         self,
         ids: Sequence[str],
-        vectors: npt.ArrayLike,
-        metadata: Sequence[Mapping[str, Any]] | None = None,
-    ) -> None:
-        """Bulk path of :meth:`add`: ids, a `[n, ndim]` float32 matrix (uint8 packed bits for
-        binary collections) and optional metadata per row."""
+        matrix: np.ndarray,
+        datas: Sequence[dict[str, Any]],
+        images: Sequence[bytes | None] | None = None,
+        *,
+        if_absent: bool = False,
+    ) -> set[str]:
+        """Writes records that were checked and embedded elsewhere (by a sharded collection's
+        router, or a distributed ingestion task, with the same :class:`CollectionConfig`): ids,
+        the ``[n, views * width]`` vector rows, metadata (derived fields included) and original
+        images. Returns the ids that `if_absent` skipped. Durable when it returns."""
         self._check_open()
-        binary = self.config.precision == "binary"
-        matrix = np.ascontiguousarray(vectors, dtype=np.uint8) if binary else np.ascontiguousarray(_float32(vectors))
-        width = self.config.ndim // 8 if binary else self.config.ndim
-        if matrix.ndim != 2 or matrix.shape[1] != width:
-            raise DimensionMismatchError(f"vectors must have shape [n, {width}], got {list(matrix.shape)}")
-        if matrix.shape[0] != len(ids):
-            raise InvalidInputError(f"{len(ids)} ids but {matrix.shape[0]} vectors")
-        if metadata is not None and len(metadata) != len(ids):
-            raise InvalidInputError(f"{len(ids)} ids but {len(metadata)} metadata entries")
-        if not binary:
-            finite = np.isfinite(matrix).all(axis=1)
-            if not finite.all():
-                raise InvalidVectorError(f"vector {int(np.argmin(finite))} contains NaN or infinity")
-            if self.config.metric == "cos":
-                nonzero = matrix.any(axis=1)
-                if not nonzero.all():
-                    raise InvalidVectorError(f"vector {int(np.argmin(nonzero))} is zero (cosine metric)")
-        checked = [self._check_id(id_, position) for position, id_ in enumerate(ids)]
-        if len(set(checked)) != len(checked):
-            raise DuplicateIdError("an _id appears twice in this batch")
-        datas = [self._metadata(m, p) for p, m in enumerate(metadata)] if metadata is not None else [{} for _ in ids]
-        if checked:
-            self._write(checked, matrix, datas)
+        dtype = np.uint8 if self.config.precision == "binary" else np.float32
+        rows = np.ascontiguousarray(matrix, dtype=dtype)
+        width = (self.config.ndim // 8 if dtype == np.uint8 else self.config.ndim) * self._views
+        if rows.ndim != 2 or rows.shape[1] != width or rows.shape[0] != len(ids) or len(datas) != len(ids):
+            raise InvalidInputError(f"prepared rows must be [{len(ids)}, {width}], got {list(rows.shape)}")
+        if not ids:
+            return set()
+        return self._write(list(ids), rows, list(datas), images, if_absent=if_absent)
+
+    def export(
+        self, after: int = -1, limit: int = 1024
+    ) -> tuple[int, list[str], np.ndarray, list[dict[str, Any]], list[bytes | None]]:
+        """A page of whole records in key order, as :meth:`write_prepared` takes them: the last
+        key (pass it back as `after`; -1 starts), ids, vector rows, metadata, stored images."""
+        self._check_open()
+        page = self._store.page(after, limit)
+        if not page:
+            return after, [], np.zeros((0, 0), dtype=np.float32), [], []
+        full = self._store.records_by_key([record.key for record in page], with_vectors=True)
+        records = [full[record.key] for record in page if record.key in full]
+        images_ = [self._store.image(r.key) if self.config.store_images else None for r in records]
+        rows = self._vectors_of(records).reshape(len(records), -1) if records else np.zeros((0, 0), dtype=np.float32)
+        return page[-1].key, [r.id for r in records], rows, [r.data for r in records], images_
 
     def _write(
         self,
@@ -699,18 +989,7 @@ class Collection:
             RecordNotFoundError: if an `_id` does not exist (nothing is written then).
         """
         self._check_open()
-        batch = list(records)
-        changes: list[tuple[str, dict[str, Any], np.ndarray | None]] = []
-        seen: set[str] = set()
-        for position, record in enumerate(batch):
-            if not isinstance(record, Mapping):
-                raise InvalidRecordError(f"record {position}: expected an object, got {type(record).__name__}")
-            id_ = self._check_id(record.get("_id"), position)
-            if id_ in seen:
-                raise DuplicateIdError(f"record {position}: _id {id_!r} appears twice in this batch")
-            seen.add(id_)
-            vector = self._vector_row(record["_vector"], position) if "_vector" in record else None
-            changes.append((id_, self._metadata(record, position), vector))
+        changes = self._checked_updates(records)
         if not changes:
             return 0
         with self._store.write_lock:
@@ -967,96 +1246,6 @@ class Collection:
 
     # -- search ----------------------------------------------------------------------------
 
-    def _query_matrix(self, vector: Any) -> np.ndarray:
-        binary = self.config.precision == "binary"
-        if binary:
-            return self._vector_row(vector, 0).reshape(1, -1)
-        try:
-            row = _float32(vector)
-        except (TypeError, ValueError) as error:
-            raise InvalidVectorError(f"query vector must be numbers ({error})") from error
-        if row.ndim != 1 or row.size != self.config.ndim:
-            raise DimensionMismatchError(
-                f"query vector has {row.size} dimensions, the collection expects {self.config.ndim}"
-            )
-        if not np.isfinite(row).all():
-            raise InvalidVectorError("query vector contains NaN or infinity")
-        if self.config.metric == "cos" and not np.any(row):
-            raise InvalidVectorError("a zero query vector has no direction (cosine metric)")
-        return row.reshape(1, -1)
-
-    def query_vector(
-        self,
-        vector: Any = None,
-        *,
-        id: str | None = None,
-        record: Mapping[str, Any] | None = None,
-        text: str | None = None,
-        text_weight: float = 0.5,
-        colors: Any = None,
-        fetch: Fetch | None = None,
-    ) -> np.ndarray:
-        """The query vector of a search (see :meth:`search`), as a ``[1, width]`` matrix."""
-        parts = {"vector": vector, "id": id, "record": record, "colors": colors, "text": text}
-        given = [name for name, value in parts.items() if value is not None]
-        if len(given) != 1 and given != ["record", "text"]:
-            raise InvalidInputError(
-                "search takes one query: vector, id, record (an image or an _id), text, colors, "
-                f"or record together with text; got {', '.join(given) or 'none'}"
-            )
-        kind = "+".join(given)
-        if kind == "vector":
-            return self._query_matrix(vector)
-        if kind == "id":
-            return self.get_vector(id or "").reshape(1, -1)
-        if kind == "colors":
-            if not isinstance(self.type, SupportsColorQuery):
-                raise self._unsupported("colors")
-            return self._query_matrix(self.type.embed_colors(parse_colors(colors)))
-        if kind == "text":
-            return self._query_matrix(self._text_vector(text))
-        assert record is not None
-        if not isinstance(record, Mapping):
-            raise InvalidInputError('record must be an object such as {"_base64": ...}, {"_url": ...} or {"_id": ...}')
-        image = self._record_query(record, fetch)
-        if kind == "record":
-            return image
-        if isinstance(text_weight, bool) or not isinstance(text_weight, int | float) or not 0 <= text_weight <= 1:
-            raise InvalidInputError(f"text_weight must be a number from 0 to 1, got {text_weight!r}")
-        text_vector = self._text_vector(text)
-        mixed = (1 - text_weight) * _unit(image[0]) + text_weight * _unit(text_vector)
-        return self._query_matrix(mixed)
-
-    def _unsupported(self, kind: str) -> UnsupportedError:
-        return UnsupportedError(
-            f"collection {self.name!r} (type {self.config.type!r}) cannot be searched by {kind}; "
-            f"it supports: {', '.join(self.query_kinds)}"
-        )
-
-    def _text_vector(self, text: Any) -> np.ndarray:
-        if not isinstance(self.type, SupportsTextQuery):
-            raise self._unsupported("text")
-        if not isinstance(text, str) or not text.strip():
-            raise InvalidInputError("text must be a non-empty string")
-        if len(text) > 2_000:
-            raise InvalidInputError("text must have at most 2000 characters")
-        return np.asarray(self.type.embed_text([text]), dtype=np.float32)[0]
-
-    def _record_query(self, record: Mapping[str, Any], fetch: Fetch | None) -> np.ndarray:
-        sources = [name for name in ("_id", "_vector", *IMAGE_FIELDS) if name in record]
-        if len(sources) != 1:
-            raise InvalidInputError(
-                "a query record takes exactly one of _id, _vector, _url, _base64, _file; "
-                f"got {', '.join(sources) or 'none'}"
-            )
-        if sources[0] == "_id":
-            return self.get_vector(record["_id"]).reshape(1, -1)
-        if sources[0] == "_vector":
-            return self._query_matrix(record["_vector"])
-        if self._embedder is None:
-            raise self._unsupported("image")
-        return self._query_matrix(self._embedder.embed_query(record, fetch=fetch))
-
     def search(
         self,
         vector: Any = None,
@@ -1287,6 +1476,9 @@ class Collection:
             out_counts[row] = len(row_keys)
         return SearchBatch(out_keys, out_distances, out_counts, list(plans), self)
 
+    def _ids_of_keys(self, keys: Sequence[int]) -> dict[int, str]:
+        return {key: record.id for key, record in self._store.records_by_key(list(keys)).items()}
+
     def near_duplicates(
         self, threshold: float | None = None, *, filter: Mapping[str, Any] | None = None, neighbours: int = 10
     ) -> list[list[str]]:
@@ -1450,6 +1642,22 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+class ShardBackend(Protocol):
+    """Where sharded collections live (``lookalike.distributed.RayCluster``): the engine keeps
+    their configuration and manifest in its folder and hands them to the backend."""
+
+    def open_collection(
+        self, engine: Engine, folder: Path, config: CollectionConfig, type_: CollectionType | None
+    ) -> Collection:
+        """The collection described by ``folder / SHARDS_FILE``, its shards started (and
+        created on first open)."""
+        ...
+
+    def drop_collection(self, collection: Collection) -> None:
+        """Deletes the shards' data everywhere (the engine then deletes `folder`)."""
+        ...
+
+
 class Engine:
     """A data folder holding collections. Opens or creates the folder.
 
@@ -1471,6 +1679,7 @@ class Engine:
         micro_batch: bool = False,
         max_collection_bytes: int | None = None,
         snapshot_every: int | None = None,
+        cluster: ShardBackend | None = None,
     ) -> None:
         """Opens (or creates) a data folder.
 
@@ -1490,7 +1699,11 @@ class Engine:
             snapshot_every: changes between automatic snapshots of a collection's index
                 (default: a quarter of its size, at least 10,000). Fewer means a faster open
                 after a crash (less log to replay) for more snapshot writing.
+            cluster: where sharded collections live (``lookalike.distributed.RayCluster``);
+                without one, ``create_collection(shards=...)`` and opening a sharded
+                collection raise :class:`UnavailableError`.
         """
+        self.cluster = cluster
         self.path = Path(path)
         self.registry = registry if registry is not None else default_registry()
         self.fetch = fetch
@@ -1546,6 +1759,19 @@ class Engine:
                 self._batchers[id(instance)] = found
             return found
 
+    def embedder_for(self, type_: CollectionType | None) -> Embedder | None:
+        """What embeds the images of a collection of this type, with this engine's fetch and
+        image policy (None for "vectors" collections)."""
+        if type_ is None:
+            return None
+        return Embedder(
+            type_,
+            fetch=self.fetch,
+            allow_files=self.allow_files,
+            max_pixels=self.max_image_pixels,
+            batcher=self._batcher_for(type_),
+        )
+
     def _context(self) -> TypeContext:
         return TypeContext(
             cache_dir=models.cache_dir(), threads=self._threads or models.default_threads(), batch_size=self._batch_size
@@ -1600,6 +1826,8 @@ class Engine:
         expansion_search: int = 64,
         exact_threshold: int | None = None,
         exist_ok: bool = False,
+        shards: int | None = None,
+        replicas: int = 1,
     ) -> Collection:
         """Creates a collection (or, with `exist_ok`, returns the existing one of that name).
 
@@ -1607,9 +1835,24 @@ class Engine:
         or an image collection type (`generic`, `products`, `colors`, `matching` or a plugin's)
         configured by `config`; its model fixes `ndim` and `metric`. `product_id_field`
         defaults to the type's (for example `product_id` for `products`).
+
+        `shards` spreads the records over that many shards of the engine's Ray cluster (by a
+        stable hash of `_id`), each kept on `replicas` nodes; see ``lookalike.distributed``.
+        Without `shards`, the collection lives in this engine's folder.
         """
         self._check_open()
         folder = self._folder(name)
+        if shards is not None:
+            for label, value, most in (("shards", shards, 1024), ("replicas", replicas, 16)):
+                if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+                    raise InvalidInputError(f"{label} must be an integer from 1 to {most}, got {value!r}")
+            if self.cluster is None:
+                raise UnavailableError(
+                    "sharded collections need a Ray cluster: Engine(..., cluster=RayCluster(address)) "
+                    "or `lookalike serve --ray ADDRESS`"
+                )
+        elif replicas != 1:
+            raise InvalidInputError("replicas needs shards")
         with self._lock:
             if (folder / CONFIG_FILE).exists():
                 if exist_ok:
@@ -1693,12 +1936,15 @@ class Engine:
                     shutil.rmtree(temporary)
                 temporary.mkdir(parents=True)
                 (temporary / CONFIG_FILE).write_bytes(msgspec.json.encode(settings))
+                if shards is not None:
+                    manifest = {"shards": shards, "replicas": replicas, "placement": []}
+                    (temporary / SHARDS_FILE).write_bytes(msgspec.json.encode(manifest))
                 os.replace(temporary, folder)
                 _fsync_directory(folder.parent)
             except OSError as error:
                 shutil.rmtree(temporary, ignore_errors=True)
                 raise storage_error(error, f"cannot create collection {name!r}") from error
-            collection = Collection(self, folder, settings, type_instance)
+            collection = self._open(folder, settings, type_instance)
             self._collections[name] = collection
             return collection
 
@@ -1725,9 +1971,19 @@ class Engine:
                         f"the installed version is {klass.version}: its vectors are not comparable"
                     )
                 type_instance = self._type_instance(config.type, config.type_config)
-            collection = Collection(self, folder, config, type_instance)
+            collection = self._open(folder, config, type_instance)
             self._collections[name] = collection
             return collection
+
+    def _open(self, folder: Path, config: CollectionConfig, type_: CollectionType | None) -> Collection:
+        if not (folder / SHARDS_FILE).exists():
+            return LocalCollection(self, folder, config, type_)
+        if self.cluster is None:
+            raise UnavailableError(
+                f"collection {config.name!r} is sharded: open it with a Ray cluster "
+                "(Engine(..., cluster=RayCluster(address)) or `lookalike serve --ray ADDRESS`)"
+            )
+        return self.cluster.open_collection(self, folder, config, type_)
 
     def list_collections(self) -> list[str]:
         """Names of all collections, sorted."""
@@ -1742,9 +1998,16 @@ class Engine:
         with self._lock:
             if not (folder / CONFIG_FILE).exists():
                 raise CollectionNotFoundError(f"no collection named {name!r}")
-            collection = self._collections.pop(name, None)
-            if collection is not None:
-                collection.close(snapshot=False)
+            if (folder / SHARDS_FILE).exists():
+                if self.cluster is None:
+                    raise UnavailableError(f"collection {name!r} is sharded: dropping it needs its Ray cluster")
+                sharded = self.collection(name)  # its replicas delete their data
+                self._collections.pop(name, None)
+                self.cluster.drop_collection(sharded)
+            else:
+                collection = self._collections.pop(name, None)
+                if collection is not None:
+                    collection.close(snapshot=False)
             trash = folder.with_name(f".{name}.dropping")
             try:
                 os.replace(folder, trash)

@@ -29,6 +29,7 @@ __all__ = [
     "ReadOnlyStorageError",
     "CorruptSnapshotError",
     "ClosedError",
+    "UnavailableError",
     "InternalError",
     "PluginError",
     "ModelError",
@@ -156,6 +157,13 @@ class ClosedError(LookalikeError, RuntimeError):
     """The engine or collection was closed."""
 
     code = "closed"
+
+
+class UnavailableError(LookalikeError, RuntimeError):
+    """A part of a sharded collection cannot answer now: every replica of a shard is down, or
+    the Ray cluster is unreachable. Nothing was written; retry once a replica is back."""
+
+    code = "unavailable"
 
 
 class InternalError(LookalikeError, RuntimeError):

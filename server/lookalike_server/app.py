@@ -51,6 +51,9 @@ class Services:
         for closer in self.extra.get("closers", []):
             closer()
         self.engine.close()
+        shutdown = getattr(self.engine.cluster, "shutdown", None)
+        if shutdown is not None:  # disconnects from the Ray cluster (the cluster goes on)
+            shutdown()
         self.tokens.close()
         self.fetcher.close()
 
@@ -90,8 +93,14 @@ def build_services(settings: Settings, registry: Registry | None = None) -> Serv
     )
     if registry is None:
         registry = Registry.discover(allow=settings.collection_types) if settings.collection_types else None
+    cluster = None
+    if settings.ray_address:
+        from lookalike.distributed import RayCluster
+
+        cluster = RayCluster(settings.ray_address, data=settings.shard_data or None)
     engine = Engine(
         data,
+        cluster=cluster,
         registry=registry or default_registry(),
         fetch=fetcher,
         allow_files=False,

@@ -22,6 +22,12 @@ __all__ = ["serve"]
 @click.option("--demo", is_flag=True, help="Build the demo collections if the data folder has none.")
 @click.option("--allow-private-urls", is_flag=True, help="Let _url reach loopback and private addresses.")
 @click.option("--log-level", metavar="LEVEL", help="debug, info, warning, error [default: info].")
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Connect to this Ray cluster for sharded collections ('auto', host:port; env LOOKALIKE_RAY_ADDRESS).",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -31,6 +37,7 @@ def serve(
     demo: bool,
     allow_private_urls: bool,
     log_level: str | None,
+    ray_address: str | None,
 ) -> int:
     """Run the Lookalike HTTP server: the native /v1 API, the Ximilar-compatible API and the /ui page.
 
@@ -55,6 +62,7 @@ def serve(
                 "demo": demo or None,
                 "allow_private_urls": allow_private_urls or None,
                 "log_level": log_level,
+                "ray_address": ray_address,
             },
         )
     except ValueError as error:

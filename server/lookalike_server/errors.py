@@ -29,6 +29,7 @@ STATUS: dict[type[lk.LookalikeError], int] = {
     lk.NotFoundError: 404,
     lk.CollectionExistsError: 409,
     lk.ClosedError: 503,
+    lk.UnavailableError: 503,
     lk.StorageFullError: 507,
     lk.ReadOnlyStorageError: 503,
     lk.PluginError: 400,

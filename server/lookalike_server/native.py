@@ -289,6 +289,8 @@ def create_collection(request: Request[Any, Any, Any], data: JSONBody[Collection
             fields_to_index=data.fields_to_index,
             product_id_field=data.product_id_field,
             store_images=data.store_images,
+            shards=data.shards,
+            replicas=data.replicas,
         )
     except lk.PluginError as error:  # a type that is not allowed or failed to load
         raise ApiError(400, "unsupported", str(error)) from error

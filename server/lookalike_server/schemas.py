@@ -187,6 +187,11 @@ class CollectionCreate(Body, frozen=True):
     fields_to_index: Annotated[list[FieldPath], msgspec.Meta(max_length=256)] = []
     product_id_field: FieldPath | None = None
     store_images: bool = False
+    #: Spread the collection over this many shards of the server's Ray cluster (``lookalike
+    #: serve --ray ADDRESS``); absent: one collection on the server's disk.
+    shards: Annotated[int, msgspec.Meta(ge=1, le=1024)] | None = None
+    #: Copies of each shard, on different nodes (with ``shards``).
+    replicas: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
 
 
 class CollectionInfo(Answer, frozen=True):

@@ -57,6 +57,11 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     snapshot_every: Annotated[int, msgspec.Meta(ge=0)] = 0
     #: Worker threads for requests (searches run in them, with the GIL released in the core).
     request_threads: Annotated[int, msgspec.Meta(ge=2, le=1024)] = 32
+    #: The Ray cluster of sharded collections ("auto", "host:6379", "ray://host:10001");
+    #: empty: none (collections created with ``shards`` are refused). Needs lookalike[distributed].
+    ray_address: str = ""
+    #: The replicas' data folder, the same path on every node (empty: ``<data>/shards``).
+    shard_data: str = ""
     log_level: str = "info"
 
 

@@ -158,13 +158,23 @@ class _Root(click.Group):
 @click.group(cls=_Root, context_settings=CONTEXT, epilog=EXIT_CODES)
 @click.version_option(package_name="lookalike", prog_name="lookalike")
 @click.option("-v", "--verbose", is_flag=True, help="Log what the engine does (INFO) on stderr.")
-def cli(verbose: bool) -> None:
+@click.option(
+    "--ray",
+    "ray_address",
+    envvar="LOOKALIKE_RAY",
+    metavar="ADDRESS",
+    help="With --data: the Ray cluster of the folder's sharded collections ('auto', host:port; "
+    "env LOOKALIKE_RAY). Needs lookalike[distributed].",
+)
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, ray_address: str | None) -> None:
     """Lookalike: self-hosted image similarity search.
 
     Insert records into collections, search them, export them, in this process on a data folder
     (--data) or against a Lookalike server (--server URL --token TOKEN). `lookalike COMMAND --help`
-    explains each command.
+    explains each command. Sharded collections (spread over a Ray cluster) need --ray ADDRESS.
     """
+    ctx.meta["lookalike.ray"] = ray_address
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -217,6 +227,7 @@ def _backend(must_exist: bool = True, allow_private_urls: bool = False) -> Itera
             token=params.get("token"),
             must_exist=must_exist,
             allow_private_urls=allow_private_urls,
+            ray=ctx.meta.get("lookalike.ray"),
         )
     except LookalikeError as error:
         raise from_lookalike(error) from error
@@ -269,6 +280,10 @@ def _split(values: Sequence[str]) -> list[str]:
 )
 @click.option("--product-id-field", metavar="FIELD", help="With --create: the field --group-by groups on.")
 @click.option("--store-images", is_flag=True, help="With --create: keep the image bytes.")
+@click.option(
+    "--shards", type=click.IntRange(1, 1024), help="With --create: spread it over N shards of the --ray cluster."
+)
+@click.option("--replicas", type=click.IntRange(1, 16), help="With --create --shards: copies of each shard.")
 @click.option("--batch-size", type=click.IntRange(1, 1000), default=256, show_default=True, help="Records per batch.")
 @click.option(
     "--checkpoint",
@@ -298,6 +313,8 @@ def insert_command(
     fields_to_index: tuple[str, ...],
     product_id_field: str | None,
     store_images: bool,
+    shards: int | None,
+    replicas: int | None,
     batch_size: int,
     checkpoint: Path | None,
     no_checkpoint: bool,
@@ -337,6 +354,8 @@ def insert_command(
         "fields_to_index": _split(fields_to_index) or None,
         "product_id_field": product_id_field,
         "store_images": store_images or None,
+        "shards": shards,
+        "replicas": replicas,
     }
     given = [name for name, value in create_options.items() if value is not None]
     if given and not create:

@@ -114,7 +114,9 @@ def resolve_file(record: dict[str, Any], folder: Path | None) -> dict[str, Any]:
 class LocalBackend:
     """An :class:`~lookalike.engine.Engine` on a data folder, in this process."""
 
-    def __init__(self, data: Path, *, must_exist: bool, allow_private_urls: bool = False) -> None:
+    def __init__(
+        self, data: Path, *, must_exist: bool, allow_private_urls: bool = False, ray: str | None = None
+    ) -> None:
         from lookalike.engine import Engine
         from lookalike.fetch import SafeFetcher, settings_from_env
 
@@ -128,8 +130,13 @@ class LocalBackend:
         if allow_private_urls:
             settings = dataclasses.replace(settings, allow_private=True)
         self._fetcher = SafeFetcher(settings)
+        self._cluster: Any = None
         try:
-            self.engine = Engine(data, fetch=self._fetcher)
+            if ray:
+                from lookalike.distributed import RayCluster
+
+                self._cluster = RayCluster(ray)
+            self.engine = Engine(data, fetch=self._fetcher, cluster=self._cluster)
         except StorageError as error:
             self._fetcher.close()
             if "in use" in str(error):
@@ -201,6 +208,8 @@ class LocalBackend:
             self.engine.close()
         finally:
             self._fetcher.close()
+            if self._cluster is not None:
+                self._cluster.shutdown()
 
 
 # -- a server ----------------------------------------------------------------------------------
@@ -387,13 +396,22 @@ def _summary(info: Mapping[str, Any]) -> CollectionSummary:
 
 
 def open_backend(
-    *, data: Path, server: str | None, token: str | None, must_exist: bool, allow_private_urls: bool = False
+    *,
+    data: Path,
+    server: str | None,
+    token: str | None,
+    must_exist: bool,
+    allow_private_urls: bool = False,
+    ray: str | None = None,
 ) -> Backend:
-    """The backend a command's options name: a server when `server` is given, else `data`."""
+    """The backend a command's options name: a server when `server` is given, else `data`
+    (with the Ray cluster `ray` for its sharded collections)."""
     if server:
+        if ray:
+            raise CliError("--ray goes with --data; a server connects to its cluster itself", ExitCode.USAGE)
         if not token:
             raise CliError("--server needs a token: --token TOKEN or LOOKALIKE_TOKEN", ExitCode.USAGE)
         if not server.startswith(("http://", "https://")):
             raise CliError(f"--server takes an http(s) URL, got {server!r}", ExitCode.USAGE)
         return RemoteBackend(server, token)
-    return LocalBackend(data, must_exist=must_exist, allow_private_urls=allow_private_urls)
+    return LocalBackend(data, must_exist=must_exist, allow_private_urls=allow_private_urls, ray=ray)
