@@ -28,6 +28,8 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.sections import replace_section  # noqa: E402
 from live_server import TOKEN, free_port, start_server, stop_server  # noqa: E402
 from loadgen import closed_loop, cycle, open_loop, request_bytes  # noqa: E402
 
@@ -216,14 +218,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        current = args.out.read_text() if args.out.exists() else ""
-        if mark_start in current and mark_end in current:
-            head, _, rest = current.partition(mark_start)
-            _, _, tail = rest.partition(mark_end)
-            current = head + text.rstrip("\n") + tail
-        else:
-            current = current.rstrip("\n") + "\n\n" + text
-        args.out.write_text(current)
+        replace_section(args.out, text, mark_start, mark_end)
 
 
 if __name__ == "__main__":

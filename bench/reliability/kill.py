@@ -46,6 +46,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench.sections import replace_section
+
 TOKEN = "kill-test-admin"
 HEADERS = {"Authorization": f"Token {TOKEN}"}
 COLLECTION = "k"
@@ -627,14 +629,7 @@ def markdown(report: Report, command: str, seconds: float, args: argparse.Namesp
 
 
 def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else ""
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        _, tail = rest.split(MARK_END, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    replace_section(path, section, MARK_START, MARK_END)
 
 
 def main() -> None:

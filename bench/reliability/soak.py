@@ -63,6 +63,7 @@ from loadgen import Connection, request_bytes  # noqa: E402
 
 import lookalike  # noqa: E402
 from bench.datasets import CATEGORIES, NDIM, generate, make_metadata  # noqa: E402
+from bench.sections import replace_section  # noqa: E402
 
 #: uvicorn closes keep-alive connections idle for 5 s: a pool connection idle longer than this
 #: is opened afresh before it is used.
@@ -770,15 +771,8 @@ def options_baseline(options: dict[str, Any]) -> float:
 
 
 def write_section(out: Path, text: str) -> None:
-    """Replaces the soak section of `out` (read again just now: others write the file too)."""
-    current = out.read_text() if out.exists() else ""
-    if MARK_START in current and MARK_END in current:
-        head, _, rest = current.partition(MARK_START)
-        _, _, tail = rest.partition(MARK_END)
-        current = head + text.rstrip("\n") + tail
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    out.write_text(current)
+    """Replaces the soak section of `out`."""
+    replace_section(out, text, MARK_START, MARK_END)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

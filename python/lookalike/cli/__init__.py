@@ -161,10 +161,10 @@ class _Root(click.Group):
 @click.option(
     "--ray",
     "ray_address",
-    envvar="LOOKALIKE_RAY",
+    envvar="LOOKALIKE_RAY_ADDRESS",
     metavar="ADDRESS",
     help="With --data: the Ray cluster of the folder's sharded collections ('auto', host:port; "
-    "env LOOKALIKE_RAY). Needs lookalike[distributed].",
+    "env LOOKALIKE_RAY_ADDRESS). Needs lookalike[distributed].",
 )
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool, ray_address: str | None) -> None:
