@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lookalike import Engine, UnavailableError
+from lookalike import Engine, UnavailableError, UnsupportedError
 from lookalike.distributed.routing import shard_of, split_by_shard
 from tests.conftest import clustered
 
@@ -53,7 +53,7 @@ def test_routing_is_stable_and_spreads() -> None:
 
 def test_shards_need_a_cluster(tmp_path: Path) -> None:
     with Engine(tmp_path / "data") as engine:
-        with pytest.raises(UnavailableError, match="Ray cluster"):
+        with pytest.raises(UnsupportedError, match="Ray cluster"):
             engine.create_collection("s", ndim=4, shards=2)
         with pytest.raises(ValueError, match="shards must be"):
             engine.create_collection("s", ndim=4, shards=0)
@@ -428,3 +428,10 @@ def test_http_apis_and_cli_on_a_sharded_collection(tmp_path: Path, cluster: Clus
         assert len(engine.collection("t")) == 30
         assert isinstance(engine.collection("t"), ShardedCollection)
     assert main(["insert", str(source), "-c", "s", "--data", data, "-q", "--no-checkpoint"]) != 0  # needs --ray
+
+
+def test_more_replicas_than_nodes_is_refused(tmp_path: Path, backend: RayCluster) -> None:
+    with Engine(tmp_path / "router", cluster=backend) as router:
+        with pytest.raises(UnsupportedError, match="replicas=9 needs"):
+            router.create_collection("c", ndim=NDIM, shards=1, replicas=9)
+        assert router.list_collections() == []

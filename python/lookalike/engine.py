@@ -1700,8 +1700,8 @@ class Engine:
                 (default: a quarter of its size, at least 10,000). Fewer means a faster open
                 after a crash (less log to replay) for more snapshot writing.
             cluster: where sharded collections live (``lookalike.distributed.RayCluster``);
-                without one, ``create_collection(shards=...)`` and opening a sharded
-                collection raise :class:`UnavailableError`.
+                without one, ``create_collection(shards=...)`` raises :class:`UnsupportedError`
+                and opening a sharded collection :class:`UnavailableError`.
         """
         self.cluster = cluster
         self.path = Path(path)
@@ -1847,7 +1847,7 @@ class Engine:
                 if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
                     raise InvalidInputError(f"{label} must be an integer from 1 to {most}, got {value!r}")
             if self.cluster is None:
-                raise UnavailableError(
+                raise UnsupportedError(
                     "sharded collections need a Ray cluster: Engine(..., cluster=RayCluster(address)) "
                     "or `lookalike serve --ray ADDRESS`"
                 )
@@ -1944,7 +1944,11 @@ class Engine:
             except OSError as error:
                 shutil.rmtree(temporary, ignore_errors=True)
                 raise storage_error(error, f"cannot create collection {name!r}") from error
-            collection = self._open(folder, settings, type_instance)
+            try:
+                collection = self._open(folder, settings, type_instance)
+            except BaseException:  # its shards could not start: the collection does not exist
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
             self._collections[name] = collection
             return collection
 

@@ -126,6 +126,12 @@ class ShardedCollection(Collection):
         self.shards = int(manifest["shards"])
         self.replicas = int(manifest["replicas"])
         placement: list[list[dict[str, Any]]] = manifest.get("placement") or []
+        if not placement:  # a new collection: each replica of a shard needs a node of its own
+            nodes = len(cluster.alive_nodes())
+            if nodes < self.replicas:
+                raise UnsupportedError(
+                    f"replicas={self.replicas} needs as many Ray nodes with CPUs; the cluster has {nodes}"
+                )
         self._shards = [
             _Shard(i, [_Replica(i, j, str(root / config.name / f"s{i}-r{j}")) for j in range(self.replicas)])
             for i in range(self.shards)
