@@ -101,7 +101,7 @@ class _Shard:
     seq: int = 0
     acked: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
-    turn: itertools.count = field(default_factory=itertools.count)  # type: ignore[type-arg]
+    turn: itertools.count[int] = field(default_factory=itertools.count)
 
 
 class ShardedCollection(Collection):
