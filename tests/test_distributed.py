@@ -313,6 +313,7 @@ def test_images_are_embedded_by_tasks_on_the_cluster(pair: Any) -> None:
     records = [{"_id": f"img{i}", "_base64": _png(colours[i % 5], i), "n": i} for i in range(70)]
     records.insert(10, {"_id": "broken", "_base64": "bm90IGFuIGltYWdl"})
     a, b = sharded.insert(records), single.insert(records)
+    assert sharded._cluster._embed_task is not None  # the batch went to the embedding tasks
     assert a.ids == b.ids and len(a.ids) == 70
     assert (
         [(e.position, e.code) for e in a.errors] == [(e.position, e.code) for e in b.errors] == [(10, "invalid_image")]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ class RayCluster:
         self.heal_on_failure = heal_on_failure
         #: The embedding task (``ingest.py``), made on first use.
         self._embed_task: Any = None
+        self._cpus: tuple[float, int] | None = None
         from lookalike.distributed.replica import Replica
 
         self._actor = ray.remote(Replica)
@@ -126,7 +128,11 @@ class RayCluster:
         return sorted(out, key=lambda n: n.node_id)
 
     def cpus(self) -> int:
-        return int(sum(n.cpus for n in self.alive_nodes()))
+        """The CPUs of the alive nodes (read again at most every 10 s)."""
+        now = time.monotonic()
+        if self._cpus is None or now - self._cpus[0] > 10:
+            self._cpus = (now, int(sum(n.cpus for n in self.alive_nodes())))
+        return self._cpus[1]
 
     def gpus(self) -> int:
         return int(sum(n.gpus for n in self.alive_nodes()))

@@ -135,9 +135,11 @@ def embed_on_cluster(
     task = _task(collection)
     fetch = _fetch_spec(collection)
     pixels = collection._engine.max_image_pixels
-    starts = range(0, len(sent), EMBED_BLOCK)
+    # Blocks of up to EMBED_BLOCK records, but enough of them to give every CPU of the cluster one.
+    size = max(1, min(EMBED_BLOCK, -(-len(sent) // max(1, collection._cluster.cpus()))))
+    starts = range(0, len(sent), size)
     refs = [
-        task.remote(collection.config, [batch[p] for p in sent[start : start + EMBED_BLOCK]], fetch, pixels, atomic)
+        task.remote(collection.config, [batch[p] for p in sent[start : start + size]], fetch, pixels, atomic)
         for start in starts
     ]
     prepared: list[Prepared] = []
