@@ -569,6 +569,42 @@ class Collection(RecordRules, abc.ABC):
             changes.append((id_, self._metadata(record, position), vector))
         return changes
 
+    def _query_batch(self, queries: npt.ArrayLike) -> np.ndarray:
+        """A batch of query vectors, checked: ``[n, width]`` float32 (uint8 for binary)."""
+        binary = self.config.precision == "binary"
+        matrix = np.ascontiguousarray(queries, dtype=np.uint8) if binary else np.ascontiguousarray(_float32(queries))
+        if matrix.ndim == 1:
+            matrix = matrix.reshape(1, -1)
+        width = self.config.ndim // 8 if binary else self.config.ndim
+        if matrix.ndim != 2 or matrix.shape[1] != width:
+            raise DimensionMismatchError(f"queries must have shape [n, {width}], got {list(matrix.shape)}")
+        if not binary and not np.isfinite(matrix).all():
+            raise InvalidVectorError("a query contains NaN or infinity")
+        return matrix
+
+    def _check_grouping(self, group_by: str, group_size: Any) -> None:
+        if group_by != self.config.product_id_field:
+            raise UnsupportedError(
+                f"group_by must be the collection's product_id_field "
+                f"({self.config.product_id_field!r}), got {group_by!r}"
+            )
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or not 1 <= group_size <= 100:
+            raise InvalidInputError(f"group_size must be an integer from 1 to 100, got {group_size!r}")
+
+    def _duplicate_threshold(self, threshold: Any, neighbours: Any) -> float:
+        """The threshold of :meth:`near_duplicates` (default: the type's), its arguments checked."""
+        if threshold is None:
+            threshold = getattr(self.type, "duplicate_threshold", None)
+            if threshold is None:
+                raise InvalidInputError(
+                    f"type {self.config.type!r} has no calibrated duplicate threshold; pass threshold="
+                )
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not np.isfinite(threshold):
+            raise InvalidInputError(f"threshold must be a number, got {threshold!r}")
+        if isinstance(neighbours, bool) or not isinstance(neighbours, int) or not 1 <= neighbours <= 100:
+            raise InvalidInputError(f"neighbours must be an integer from 1 to 100, got {neighbours!r}")
+        return float(threshold)
+
     # -- the interface ---------------------------------------------------------------------
 
     def __repr__(self) -> str:
@@ -1388,13 +1424,7 @@ class LocalCollection(Collection):
         ef: int | None,
         exact: bool,
     ) -> list[dict[str, Any]]:
-        if group_by != self.config.product_id_field:
-            raise UnsupportedError(
-                f"group_by must be the collection's product_id_field "
-                f"({self.config.product_id_field!r}), got {group_by!r}"
-            )
-        if isinstance(group_size, bool) or not isinstance(group_size, int) or not 1 <= group_size <= 100:
-            raise InvalidInputError(f"group_size must be an integer from 1 to 100, got {group_size!r}")
+        self._check_grouping(group_by, group_size)
         groups, _plan = self._index.search_grouped(
             query,
             limit,
@@ -1438,15 +1468,7 @@ class LocalCollection(Collection):
         self._check_open()
         limit = _check_limit(limit)
         offset = _check_offset(offset)
-        binary = self.config.precision == "binary"
-        matrix = np.ascontiguousarray(queries, dtype=np.uint8) if binary else np.ascontiguousarray(_float32(queries))
-        if matrix.ndim == 1:
-            matrix = matrix.reshape(1, -1)
-        width = self.config.ndim // 8 if binary else self.config.ndim
-        if matrix.ndim != 2 or matrix.shape[1] != width:
-            raise DimensionMismatchError(f"queries must have shape [n, {width}], got {list(matrix.shape)}")
-        if not binary and not np.isfinite(matrix).all():
-            raise InvalidVectorError("a query contains NaN or infinity")
+        matrix = self._query_batch(queries)
         compiled, filter_key = self._compile_keyed(filter)
         if self._views == 1:
             keys, distances, counts, plans = self._index.search(
@@ -1486,16 +1508,7 @@ class LocalCollection(Collection):
         its `neighbours` nearest within `threshold` (default: the type's calibrated duplicate
         threshold), and linked records form a group. Groups of two or more, largest first."""
         self._check_open()
-        if threshold is None:
-            threshold = getattr(self.type, "duplicate_threshold", None)
-            if threshold is None:
-                raise InvalidInputError(
-                    f"type {self.config.type!r} has no calibrated duplicate threshold; pass threshold="
-                )
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not np.isfinite(threshold):
-            raise InvalidInputError(f"threshold must be a number, got {threshold!r}")
-        if isinstance(neighbours, bool) or not isinstance(neighbours, int) or not 1 <= neighbours <= 100:
-            raise InvalidInputError(f"neighbours must be an integer from 1 to 100, got {neighbours!r}")
+        threshold = self._duplicate_threshold(threshold, neighbours)
         parent: dict[int, int] = {}
 
         def root(key: int) -> int:

@@ -48,13 +48,11 @@ from lookalike.engine import (
     SearchBatch,
     _check_limit,
     _check_offset,
-    _float32,
 )
 from lookalike.errors import (
-    DimensionMismatchError,
+    ClosedError,
     InternalError,
     InvalidInputError,
-    InvalidVectorError,
     LookalikeError,
     RecordNotFoundError,
     UnavailableError,
@@ -454,8 +452,6 @@ class ShardedCollection(Collection):
 
     def _check_open(self) -> None:
         if self._closed:
-            from lookalike.errors import ClosedError
-
             raise ClosedError(f"collection {self.config.name!r} is closed")
 
     def __len__(self) -> int:
@@ -736,11 +732,7 @@ class ShardedCollection(Collection):
         that holds its best hit. A selected group may also have hits on shards where it did not
         make the top; those shards (only those that listed a full page) are asked for just
         these groups, by a filter on the product id."""
-        if group_by != self.config.product_id_field:
-            raise UnsupportedError(
-                f"group_by must be the collection's product_id_field "
-                f"({self.config.product_id_field!r}), got {group_by!r}"
-            )
+        self._check_grouping(group_by, group_size)
         want = offset + limit
         options = {
             "limit": want,
@@ -842,15 +834,7 @@ class ShardedCollection(Collection):
         self._check_open()
         limit = _check_limit(limit)
         offset = _check_offset(offset)
-        binary = self.config.precision == "binary"
-        matrix = np.ascontiguousarray(queries, dtype=np.uint8) if binary else np.ascontiguousarray(_float32(queries))
-        if matrix.ndim == 1:
-            matrix = matrix.reshape(1, -1)
-        width = self.config.ndim // 8 if binary else self.config.ndim
-        if matrix.ndim != 2 or matrix.shape[1] != width:
-            raise DimensionMismatchError(f"queries must have shape [n, {width}], got {list(matrix.shape)}")
-        if not binary and not np.isfinite(matrix).all():
-            raise InvalidVectorError("a query contains NaN or infinity")
+        matrix = self._query_batch(queries)
         options = {"filter": None if filter is None else dict(filter), "ef": ef, "exact": exact, "threads": threads}
         answers = self._scatter("search_vectors", lambda _: (matrix, offset + limit, options))
         n = matrix.shape[0]
@@ -892,16 +876,7 @@ class ShardedCollection(Collection):
         """As for a local collection: every record's nearest neighbours on every shard, within
         `threshold`, linked into groups."""
         self._check_open()
-        if threshold is None:
-            threshold = getattr(self.type, "duplicate_threshold", None)
-            if threshold is None:
-                raise InvalidInputError(
-                    f"type {self.config.type!r} has no calibrated duplicate threshold; pass threshold="
-                )
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not np.isfinite(threshold):
-            raise InvalidInputError(f"threshold must be a number, got {threshold!r}")
-        if isinstance(neighbours, bool) or not isinstance(neighbours, int) or not 1 <= neighbours <= 100:
-            raise InvalidInputError(f"neighbours must be an integer from 1 to 100, got {neighbours!r}")
+        threshold = self._duplicate_threshold(threshold, neighbours)
         members: set[str] | None = None
         if filter is not None:
             members = set(
